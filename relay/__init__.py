@@ -1,0 +1,1 @@
+"""relay: an SMTP relay proxy between business applications and an email provider."""

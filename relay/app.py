@@ -1,0 +1,109 @@
+"""The composition root: configuration in, running relay out.
+
+`Relay` builds every object from the config (the only place that does), starts the
+listeners and the delivery workers, and stops them in order on SIGTERM/SIGINT: stop
+accepting, let open SMTP transactions finish, let delivery attempts in progress finish,
+close the spool. Clock and route clients can be injected, which is how tests fake them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from relay import tls
+from relay.checks.admission import Admission
+from relay.checks.auth import AuthThrottle, Users
+from relay.clock import Clock, SystemClock
+from relay.config import Config
+from relay.errors import ConfigError
+from relay.inbound.acceptance import Acceptance
+from relay.inbound.server import Listeners
+from relay.outbound import upstream
+from relay.outbound.retry import Backoff
+from relay.outbound.worker import Delivery
+from relay.signing.dkim import KeyError_, Signer, load_key
+from relay.spool.store import Spool
+
+log = logging.getLogger("relay")
+
+
+def load_signer(config: Config) -> Signer:
+    keys, errors = {}, []
+    for name, domain in config.domains.items():
+        for i, key in enumerate(domain.dkim):
+            try:
+                keys.setdefault(name, []).append(load_key(name, key.selector, key.private_key, key.algorithm))
+            except KeyError_ as exc:
+                errors.append(f"domains.{name}.dkim[{i}].private_key: {exc}")
+    if errors:
+        raise ConfigError(errors)
+    for name in config.domains:
+        if name not in keys:
+            log.warning("domain %s has no DKIM key: its mail leaves unsigned", name)
+    return Signer(keys)
+
+
+class Relay:
+    def __init__(self, config: Config, clock: Clock | None = None,
+                 routes: dict[str, upstream.RouteClient] | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.signer = load_signer(config)
+        self.spool = Spool(config.spool.path)
+        self.routes = routes or {name: upstream.build(name, route, config.server.hostname)
+                                 for name, route in config.routes.items()}
+        self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
+        self.delivery = Delivery(config, self.spool, self.routes, self.signer, self.clock,
+                                 Backoff(config.spool.retry))
+        server = config.server
+        self.acceptance = Acceptance(
+            config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
+            Admission(server.max_connections, server.max_connections_per_ip), self.signer,
+            self.spool, self.clock, self.signing_pool,
+            on_queued=lambda message: self.delivery.wake())
+        context = (tls.server_context(server.tls, config.spool.path, server.hostname)
+                   if server.tls else None)
+        self.listeners = Listeners(config, self.acceptance, context)
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self.spool.start()
+        await self.listeners.start()
+        self.delivery.start()
+        log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
+                 len(self.listeners.servers), len(self.routes), len(self.config.domains),
+                 self.config.spool.path)
+
+    def port(self, listener: str) -> int:
+        return self.listeners.port(listener)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        log.info("draining: no new connections; open transactions may finish")
+        await self.listeners.drain(drain_timeout)
+        await self.delivery.stop(drain_timeout)
+        self.spool.close()
+        self.signing_pool.shutdown(wait=True)
+        log.info("relay stopped")
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+
+def run(config: Config) -> None:
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    runner(Relay(config).serve_forever())

@@ -1,0 +1,199 @@
+"""The `relay` command line: serve, check, users, keys, queue.
+
+Without `-c`, commands read `./relay.yaml` when it exists, else the embedded default
+(`relay/default.yaml`: everything under ./relay-data, a local outbox route, a demo user).
+Errors are one line each on stderr, naming what is wrong; the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from relay import config as config_module
+from relay.checks.auth import hash_password
+from relay.config import Config
+from relay.errors import ConfigError
+from relay.signing import dkim
+
+DEFAULT_FILE = Path("relay.yaml")
+
+
+def _load(path: str | None) -> Config:
+    if path:
+        return config_module.load(Path(path))
+    if DEFAULT_FILE.exists():
+        return config_module.load(DEFAULT_FILE)
+    text = resources.files("relay").joinpath("default.yaml").read_text()
+    config = config_module.parse(text, Path.cwd(), "(embedded default)")
+    for domain in config.domains.values():      # the demo domain's key, made on first start
+        for key in domain.dkim:
+            if not key.private_key.exists():
+                _write_private(key.private_key, dkim.generate_key(key.algorithm or dkim.RSA_SHA256))
+    return config
+
+
+def _write_private(path: Path, pem: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args) -> int:
+    _setup_logging(args.verbose)
+    config = _load(args.config)
+    from relay.app import run
+    run(config)
+    return 0
+
+
+def cmd_check(args) -> int:
+    config = _load(args.config)
+    from relay.app import load_signer
+    load_signer(config)
+    yaml.safe_dump(config_module.redacted(config), sys.stdout, sort_keys=False)
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def cmd_users_hash(args) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("relay: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("relay: empty password (give it on standard input)", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def cmd_keys_generate(args) -> int:
+    directory = Path(args.directory)
+    path = directory / f"{args.domain}.{args.selector}.pem"
+    if path.exists():
+        print(f"relay: {path} exists; refusing to overwrite a key", file=sys.stderr)
+        return 1
+    _write_private(path, dkim.generate_key(args.algorithm, args.bits))
+    key = dkim.load_key(args.domain, args.selector, path)
+    value = dkim.public_record(key)
+    strings = " ".join(f'"{s}"' for s in dkim.txt_strings(value))
+    print(f"wrote {path} (mode 0600)\n")
+    print("Publish this DNS record:")
+    print(f"  {args.selector}._domainkey.{args.domain}. IN TXT {strings}\n")
+    print("And add the key to relay.yaml:")
+    algorithm = "" if args.algorithm == dkim.RSA_SHA256 else f", algorithm: {args.algorithm}"
+    print(f"  domains:\n    {args.domain}:\n      dkim:\n"
+          f"        - {{selector: {args.selector}, private_key: {path.resolve()}{algorithm}}}")
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _spool(args):
+    from relay.spool.store import Spool
+    return Spool(_load(args.config).spool.path)
+
+
+def cmd_queue(args) -> int:
+    spool = _spool(args)
+    try:
+        if args.action == "list":
+            rows = spool.summaries()
+            print(f"{'ID':<16} {'QUEUED':<19} {'SIZE':>8} {'PENDING':>7} {'TRIES':>5} "
+                  f"{'NEXT ATTEMPT':<19} {'ROUTE':<10} SENDER")
+            for s in rows:
+                print(f"{s.id:<16} {_when(s.created):<19} {s.size:>8} {s.pending:>7} {s.attempts:>5} "
+                      f"{_when(s.next_attempt):<19} {s.route:<10} <{s.mail_from}>")
+            print(f"{len(rows)} message(s) queued")
+            return 0
+        if not args.id:
+            print(f"relay: queue {args.action} needs a message ID", file=sys.stderr)
+            return 1
+        if args.action == "show":
+            message = spool.get(args.id)
+            if message is None:
+                print(f"relay: no queued message {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps({
+                "id": message.id, "queued": _when(message.created), "from": message.mail_from,
+                "domain": message.domain, "route": message.route, "attempts": message.attempts,
+                "next_attempt": _when(message.next_attempt), "size": len(message.body),
+                "recipients": [{"address": r.address, "state": r.state.value, "reply": r.reply}
+                               for r in message.recipients]}, indent=2))
+            end = message.body.find(b"\r\n\r\n")
+            print(message.body[:end].decode("utf-8", "replace"))
+            return 0
+        done = spool.retry_now(args.id) if args.action == "retry" else spool.delete(args.id)
+        if not done:
+            print(f"relay: no queued message {args.id}", file=sys.stderr)
+            return 1
+        print(f"{args.id}: {'will be retried now' if args.action == 'retry' else 'deleted'}")
+        return 0
+    finally:
+        spool.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="relay", description="SMTP relay proxy")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("-c", "--config", help="relay.yaml (default: ./relay.yaml, else the embedded default)")
+        return sp
+
+    s = with_config(sub.add_parser("serve", help="run the relay"))
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(fn=cmd_serve)
+    with_config(sub.add_parser("check", help="validate the configuration and print it")).set_defaults(fn=cmd_check)
+
+    users = sub.add_parser("users", help="user helpers").add_subparsers(dest="action", required=True)
+    users.add_parser("hash", help="hash a password read from stdin").set_defaults(fn=cmd_users_hash)
+
+    keys = sub.add_parser("keys", help="DKIM keys").add_subparsers(dest="action", required=True)
+    g = keys.add_parser("generate", help="write a new DKIM key and print its DNS record")
+    g.add_argument("domain")
+    g.add_argument("--selector", required=True)
+    g.add_argument("--algorithm", choices=[dkim.RSA_SHA256, dkim.ED25519_SHA256], default=dkim.RSA_SHA256)
+    g.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
+    g.add_argument("--directory", default=".", help="where to write DOMAIN.SELECTOR.pem")
+    g.set_defaults(fn=cmd_keys_generate)
+
+    q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
+    q.add_argument("action", choices=["list", "show", "retry", "delete"])
+    q.add_argument("id", nargs="?")
+    q.set_defaults(fn=cmd_queue)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"relay: {line}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

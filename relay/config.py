@@ -1,0 +1,242 @@
+"""The typed, strict model of relay.yaml, its defaults, and loading it.
+
+Everything the relay reads from its configuration is declared here once: unknown keys,
+bad units and missing files are errors naming the YAML path
+(`server.listeners[0].tls: expected one of starttls, implicit, none, got "ssl"`).
+Units become numbers at load; secrets are read from the environment (`*_env` keys) at
+load too, so a missing secret is a load error, not a failure at the first delivery.
+Relative paths are resolved against the directory of the configuration file.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from relay.errors import ConfigError
+from relay.units import parse_duration, parse_size
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(Strict):
+    name: str
+    address: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+
+
+class TLSConfig(Strict):
+    certificate: Path | None = None
+    private_key: Path | None = None
+    self_signed: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TLSConfig":
+        if self.self_signed == bool(self.certificate or self.private_key):
+            raise ValueError("set either certificate and private_key, or self_signed: true")
+        if not self.self_signed and not (self.certificate and self.private_key):
+            raise ValueError("certificate and private_key go together")
+        return self
+
+
+class Server(Strict):
+    hostname: str = "localhost"
+    listeners: list[Listener] = Field(min_length=1)
+    tls: TLSConfig | None = None
+    max_message_size: Size = parse_size("25MB")
+    max_recipients: int = Field(default=1000, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    auth_failures: "AuthFailures" = Field(default_factory=lambda: AuthFailures())
+    timeout: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _tls_when_needed(self) -> "Server":
+        if self.tls is None and any(l.tls != "none" for l in self.listeners):
+            raise ValueError("server.tls is required by listeners with tls: starttls or implicit")
+        names = [l.name for l in self.listeners]
+        if len(names) != len(set(names)):
+            raise ValueError("listener names must be unique")
+        return self
+
+
+class AuthFailures(Strict):
+    """Failed AUTH from one address: each failure past `slow_after` waits longer to be
+    answered; `lock_after` failures within `window` refuse AUTH from it for `lockout`."""
+    slow_after: int = Field(default=3, ge=0)
+    lock_after: int = Field(default=10, ge=1)
+    window: Duration = parse_duration("15m")
+    lockout: Duration = parse_duration("15m")
+
+
+class Retry(Strict):
+    initial: Duration = 60.0
+    max: Duration = 3600.0
+
+
+class Spool(Strict):
+    path: Path = Path("/var/lib/relay")
+    max_age: Duration = parse_duration("5d")
+    retry: Retry = Field(default_factory=Retry)
+    workers: int = Field(default=0, ge=0)   # 0: sum of the routes' max_connections
+
+
+class User(Strict):
+    username: str
+    password_hash: str | None = None
+    networks: list[str] = []
+    senders: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "User":
+        if not self.password_hash and not self.networks:
+            raise ValueError(f"user {self.username} needs a password_hash or networks")
+        for net in self.networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"networks: {net!r} is not an IP network") from None
+        return self
+
+
+class DkimKey(Strict):
+    selector: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    private_key: Path
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] | None = None
+
+
+class Domain(Strict):
+    route: str
+    dkim: list[DkimKey] = []
+
+
+class Route(Strict):
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    verify_tls: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    max_connections: int = Field(default=4, ge=1, le=256)
+    timeout: Duration = 60.0
+    headers: dict[str, str] = {}
+    outbox: Path | None = None   # write each message as an .eml file instead of sending it
+
+    @model_validator(mode="after")
+    def _check(self) -> "Route":
+        if bool(self.host) == bool(self.outbox):
+            raise ValueError("a route needs either host (an SMTP provider) or outbox (a directory)")
+        if self.username and not self.password_env:
+            raise ValueError("username needs password_env (the variable holding the password)")
+        return self
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class Config(Strict):
+    server: Server
+    spool: Spool = Field(default_factory=Spool)
+    users: list[User] = []
+    domains: dict[str, Domain] = {}
+    routes: dict[str, Route] = {}
+
+    @model_validator(mode="after")
+    def _references(self) -> "Config":
+        for name, domain in self.domains.items():
+            if domain.route not in self.routes:
+                raise ValueError(f"domains.{name}.route: no route named {domain.route!r}")
+        for route_name, route in self.routes.items():
+            if route.password_env and route.password_env not in os.environ:
+                raise ValueError(f"routes.{route_name}.password_env: "
+                                 f"environment variable {route.password_env} is not set")
+        return self
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Make the relative paths of a raw config absolute, against the config's directory."""
+    def fix(value: object) -> object:
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            return str(base / value)
+        return value
+    server_tls = (raw.get("server") or {}).get("tls")
+    if isinstance(server_tls, dict):
+        for key in ("certificate", "private_key"):
+            if key in server_tls:
+                server_tls[key] = fix(server_tls[key])
+    spool = raw.get("spool")
+    if isinstance(spool, dict) and "path" in spool:
+        spool["path"] = fix(spool["path"])
+    for domain in (raw.get("domains") or {}).values():
+        for key in (domain or {}).get("dkim") or []:
+            if isinstance(key, dict) and "private_key" in key:
+                key["private_key"] = fix(key["private_key"])
+    for route in (raw.get("routes") or {}).values():
+        if isinstance(route, dict) and "outbox" in route:
+            route["outbox"] = fix(route["outbox"])
+    return raw
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _messages(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        elif item["type"] == "literal_error":
+            msg = f"{msg}, got {item['input']!r}"
+        lines.append(f"{_path(loc)}: {msg}")
+    return lines
+
+
+def parse(text: str, base: Path, source: str = "relay.yaml") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: expected a mapping at the top level"])
+    try:
+        return Config.model_validate(_resolve_paths(raw, base))
+    except ValidationError as exc:
+        raise ConfigError(_messages(exc)) from None
+
+
+def load(path: Path) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration: {exc.strerror}"]) from None
+    return parse(text, Path(path).resolve().parent, str(path))
+
+
+def redacted(config: Config) -> dict:
+    """The effective configuration as plain data, without secrets (for `relay check`)."""
+    data = config.model_dump(mode="json")
+    for user in data.get("users", []):
+        if user.get("password_hash"):
+            user["password_hash"] = "(set)"
+    return data

@@ -1,0 +1,1 @@
+"""The SMTP side: listeners, the aiosmtpd adapter, and the acceptance pipeline."""

@@ -1,0 +1,150 @@
+"""The acceptance pipeline: everything relay decides inside an SMTP session.
+
+1. connect    admission limits (421 4.7.0); a client inside a user's `networks` is that user
+2. AUTH       only after TLS (the server enforces it); credentials -> principal (535 5.7.8);
+              failures from one address are slowed, then refused for a while (454 4.7.0)
+3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1)
+4. RCPT TO    recipient count limit (452 4.5.3)
+5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
+              principal may use (550 5.6.0 / 550 5.7.1); Date and Message-ID added when
+              missing; the route's headers added; Received added; DKIM signature(s) added;
+              stored durably in the spool; then `250 2.0.0 Ok: queued as <id>`.
+
+Failing to sign or to store is always a 4xx: the client keeps the message. Nothing here
+knows about aiosmtpd; `inbound/handler.py` adapts it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from relay import replies
+from relay.checks import content, sender
+from relay.checks.admission import Admission
+from relay.checks.auth import AuthThrottle, Users
+from relay.clock import Clock
+from relay.config import Config
+from relay.errors import PolicyError, TemporaryError
+from relay.events import Event, emit
+from relay.model import Principal, QueuedMessage, Recipient, new_queue_id
+from relay.replies import Reply
+from relay.signing.dkim import Signer
+from relay.spool.store import Spool
+
+log = logging.getLogger("relay.acceptance")
+
+
+@dataclass(slots=True)
+class SessionState:
+    """What acceptance knows of one SMTP session."""
+    ip: str
+    listener: str
+    tls: bool = False
+    helo: str = ""
+    principal: Principal | None = None
+    sender_domain: str = ""
+    recipients: int = 0
+    via_auth: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Acceptance:
+    def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
+                 signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
+                 on_queued=lambda message: None) -> None:
+        self.config = config
+        self.users = users
+        self.throttle = throttle
+        self.admission = admission
+        self.signer = signer
+        self.spool = spool
+        self.clock = clock
+        self.signing_pool = signing_pool
+        self.on_queued = on_queued
+
+    # 1. connect
+    def connect(self, session: SessionState) -> None:
+        self.admission.open(session.ip)
+        session.principal = self.users.by_network(session.ip)
+
+    def disconnect(self, session: SessionState) -> None:
+        self.admission.close(session.ip)
+
+    # 2. AUTH
+    async def authenticate(self, session: SessionState, username: str, password: bytes) -> Principal:
+        self.throttle.check(session.ip)
+        principal = await asyncio.to_thread(self.users.verify, username, password)
+        if principal is None:
+            self.throttle.failed(session.ip)
+            log.warning("AUTH failed for %r from %s", username, session.ip)
+            await self.clock.sleep(self.throttle.delay(session.ip))
+            raise PolicyError(replies.R535_AUTH_FAILED, f"bad credentials for {username!r}")
+        self.throttle.succeeded(session.ip)
+        session.principal = principal
+        session.via_auth = True
+        return principal
+
+    # 3. MAIL FROM
+    def mail_from(self, session: SessionState, address: str) -> Reply:
+        if session.principal is None:
+            raise PolicyError(replies.R530_AUTH_REQUIRED)
+        session.sender_domain = sender.authorize(session.principal, address, self.config.domains)
+        session.recipients = 0
+        return replies.R250_SENDER_OK
+
+    # 4. RCPT TO
+    def rcpt_to(self, session: SessionState, address: str) -> Reply:
+        if session.recipients >= self.config.server.max_recipients:
+            raise TemporaryError(replies.R452_TOO_MANY_RECIPIENTS)
+        session.recipients += 1
+        return replies.R250_RECIPIENT_OK
+
+    # 5. DATA
+    async def data(self, session: SessionState, mail_from: str, recipients: list[str],
+                   data: bytes, mail_options: list[str]) -> Reply:
+        assert session.principal is not None
+        now = self.clock.now()
+        queue_id = new_queue_id(now)
+        parsed = content.parse(data)
+        domain = sender.authorize(session.principal, parsed.from_address, self.config.domains,
+                                  header=True)
+        content.add_missing(parsed, queue_id, now)
+        route_name = self.config.domains[session.sender_domain].route
+        route = self.config.routes[route_name]
+        parsed.headers.extend((k.encode(), b" " + v.encode()) for k, v in route.headers.items())
+        trace = content.received(session.helo, session.ip, self.config.server.hostname,
+                                 _protocol(session), queue_id, recipients, now)
+        signatures = await self._sign(domain, parsed, now, queue_id)
+        message = QueuedMessage(
+            id=queue_id, mail_from=mail_from, recipients=[Recipient(r) for r in recipients],
+            domain=session.sender_domain, route=route_name,
+            body=parsed.serialize(prepend=signatures + [trace]), created=now, next_attempt=now,
+            mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")])
+        await self._store(message)
+        emit(Event.QUEUED, id=queue_id, domain=message.domain, route=route_name,
+             user=session.principal.username, rcpts=len(recipients), size=len(message.body))
+        self.on_queued(message)
+        return replies.R250_QUEUED.format(queue_id=queue_id)
+
+    async def _sign(self, domain: str, parsed: content.Parsed, now: float, queue_id: str) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.signing_pool, self.signer.sign, domain,
+                                              parsed.headers, parsed.body, now)
+        except Exception as exc:
+            log.error("DKIM signing failed for %s (%s): %s", queue_id, domain, exc)
+            raise TemporaryError(replies.R451_SIGNING_FAILED, str(exc)) from exc
+
+    async def _store(self, message: QueuedMessage) -> None:
+        try:
+            await self.spool.enqueue(message)
+        except Exception as exc:
+            log.error("spooling %s failed: %s", message.id, exc)
+            raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc
+
+
+def _protocol(session: SessionState) -> str:
+    """RFC 3848 protocol names for the Received field."""
+    return "ESMTP" + ("S" if session.tls else "") + ("A" if session.via_auth else "")

@@ -1,0 +1,128 @@
+"""The aiosmtpd adapter: turns aiosmtpd hooks into calls of the acceptance pipeline.
+
+This module and `inbound/server.py` are the only ones that know aiosmtpd. Each hook calls
+one acceptance step and turns its outcome, or its error, into a reply line; `reply_for`
+is the only place an exception becomes a reply.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from relay.errors import RelayError, reply_for
+from relay.events import Event, emit
+from relay.inbound.acceptance import Acceptance, SessionState
+
+log = logging.getLogger("relay.smtp")
+
+
+class Handler:
+    def __init__(self, acceptance: Acceptance) -> None:
+        self.acceptance = acceptance
+
+    @staticmethod
+    def state(session) -> SessionState:
+        return session.relay_state
+
+    async def handle_HELO(self, server, session, envelope, hostname: str) -> str:
+        session.host_name = hostname
+        self.state(session).helo = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(self, server, session, envelope, hostname: str, responses: list[str]):
+        session.host_name = hostname
+        self.state(session).helo = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address: str, options: list[str]) -> str:
+        try:
+            reply = self.acceptance.mail_from(self.state(session), address)
+        except Exception as exc:
+            return self._refuse(session, "MAIL", exc, address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return str(reply)
+
+    async def handle_RCPT(self, server, session, envelope, address: str, options: list[str]) -> str:
+        try:
+            reply = self.acceptance.rcpt_to(self.state(session), address)
+        except Exception as exc:
+            return self._refuse(session, "RCPT", exc, address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return str(reply)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        try:
+            reply = await self.acceptance.data(
+                self.state(session), envelope.mail_from, list(envelope.rcpt_tos),
+                envelope.original_content, list(envelope.mail_options))
+        except Exception as exc:
+            return self._refuse(session, "DATA", exc, envelope.mail_from)
+        return str(reply)
+
+    async def handle_RSET(self, server, session, envelope) -> str:
+        self.state(session).recipients = 0
+        return "250 2.0.0 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        return str(reply_for(error, secrets.token_hex(4)))
+
+    # AUTH mechanisms (RFC 4616 PLAIN, and the LOGIN mechanism every client still sends).
+    async def auth_PLAIN(self, server, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            blob = _b64(args[1])
+        parts = blob.split(b"\x00") if blob is not None else []
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Cannot decode the AUTH PLAIN response")
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth("Username:")
+        else:
+            login = _b64(args[1])
+        if login is None:
+            await server.push("501 5.5.2 Cannot decode the AUTH LOGIN response")
+            return AuthResult(success=False, handled=True)
+        if login is MISSING:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, login, password)
+
+    async def _authenticate(self, server, login: bytes, password: bytes) -> AuthResult:
+        try:
+            username = login.decode("utf-8")
+            principal = await self.acceptance.authenticate(self.state(server.session), username, password)
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)
+        except Exception as exc:
+            return AuthResult(success=False, handled=False, message=str(reply_for(exc, "auth")))
+        return AuthResult(success=True, auth_data=principal)
+
+    def _refuse(self, session, command: str, exc: Exception, address: str | None) -> str:
+        reply = reply_for(exc, secrets.token_hex(4))
+        state = self.state(session)
+        user = state.principal.username if state.principal else None
+        detail = exc.detail if isinstance(exc, RelayError) else ""
+        emit(Event.REJECTED, command=command, ip=state.ip, user=user, reply=str(reply),
+             detail=detail or None)
+        return str(reply)
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None

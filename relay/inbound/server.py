@@ -1,0 +1,174 @@
+"""The SMTP listeners: one asyncio server per `server.listeners` entry, and draining them.
+
+`RelaySMTP` is aiosmtpd's protocol with relay's edges: admission before the banner,
+the per-session `SessionState` carried across STARTTLS, the library's own replies
+rewritten into relay's named replies, and a registry of open sessions so SIGTERM can
+stop listening, close idle sessions with 421, and let sessions mid-transaction finish.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import warnings
+
+from aiosmtpd.smtp import SMTP
+
+from relay import replies
+from relay.config import Config, Listener
+from relay.errors import RelayError
+from relay.events import Event, emit
+from relay.inbound.acceptance import Acceptance, SessionState
+from relay.inbound.handler import Handler
+from relay.replies import Reply
+
+log = logging.getLogger("relay.smtp")
+
+# aiosmtpd logs every command at INFO and a deprecation warning on every AUTH: keep it quiet.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+# aiosmtpd's own reply lines, and the named reply relay sends instead.
+_LIBRARY_REPLIES: list[tuple[str, Reply]] = [
+    ("552 Error: Too much mail data", replies.R552_TOO_BIG),
+    ("552 Error: message size exceeds", replies.R552_SIZE_EXCEEDED),
+    ("500 Line too long", replies.R500_LINE_TOO_LONG),
+    ("500 Command line too long", replies.R500_COMMAND_TOO_LONG),
+    ("530 Must issue a STARTTLS", replies.R530_STARTTLS_FIRST),
+    ("538 5.7.11", replies.R538_ENCRYPTION_REQUIRED),
+    ("553 5.1.3", replies.R553_BAD_ADDRESS),
+]
+
+
+class RelaySMTP(SMTP):
+    line_length_limit = 65536          # applications do send long HTML lines; don't refuse them
+
+    def __init__(self, handler: Handler, acceptance: Acceptance, listener: Listener,
+                 sessions: set, max_size: int, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self._acceptance = acceptance
+        self._listener = listener
+        self._sessions = sessions
+        self._max_size = max_size
+        self._state: SessionState | None = None
+        self._refused = False
+        self._closed_once = False
+
+    def _create_session(self):
+        session = super()._create_session()
+        session.relay_state = self._state
+        return session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._state is None:                           # a new connection, not STARTTLS
+            peer = transport.get_extra_info("peername") or ("unknown", 0)
+            self._state = SessionState(ip=str(peer[0]), listener=self._listener.name,
+                                       tls=self._listener.tls == "implicit")
+            try:
+                self._acceptance.connect(self._state)
+            except RelayError as exc:
+                self._refused = True
+                emit(Event.REJECTED, command="CONNECT", ip=self._state.ip, reply=str(exc.reply))
+                transport.write(f"{exc.reply}\r\n".encode())
+                transport.close()
+                return
+            self._sessions.add(self)
+        else:                                             # RFC 3207 §4.2: forget the session
+            self._state.tls = True
+            self._state.helo = ""
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if not self._closed_once:
+            self._closed_once = True
+            self._sessions.discard(self)
+            self._acceptance.disconnect(self._state)
+        super().connection_lost(error)
+
+    async def push(self, status) -> None:
+        if isinstance(status, str):
+            for prefix, reply in _LIBRARY_REPLIES:
+                if status.startswith(prefix):
+                    status = str(reply.format(limit=self._max_size))
+                    break
+        await super().push(status)
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.envelope and self.envelope.mail_from)
+
+    def shut(self) -> None:
+        """Close this session now with 421 (used when draining)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"{replies.R421_SHUTTING_DOWN}\r\n".encode())
+            self.transport.close()
+
+
+class Listeners:
+    """Starts the configured listeners and drains them on shutdown."""
+
+    def __init__(self, config: Config, acceptance: Acceptance,
+                 tls_context: ssl.SSLContext | None) -> None:
+        self.config = config
+        self.acceptance = acceptance
+        self.handler = Handler(acceptance)
+        self.tls_context = tls_context
+        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.sessions: set[RelaySMTP] = set()
+
+    def _factory(self, listener: Listener):
+        server = self.config.server
+        starttls = listener.tls == "starttls"
+
+        def make() -> RelaySMTP:
+            return RelaySMTP(
+                self.handler, self.acceptance, listener, self.sessions, server.max_message_size,
+                hostname=server.hostname, data_size_limit=server.max_message_size,
+                enable_SMTPUTF8=True, tls_context=self.tls_context if starttls else None,
+                require_starttls=starttls, auth_required=False,  # acceptance decides (530)
+                auth_require_tls=listener.tls != "implicit", timeout=server.timeout,
+                ident="relay")
+        return make
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.config.server.listeners:
+            implicit = self.tls_context if listener.tls == "implicit" else None
+            self.servers[listener.name] = await loop.create_server(
+                self._factory(listener), listener.address, listener.port, ssl=implicit,
+                backlog=512, reuse_address=True)
+            if listener.tls == "none" and not _is_loopback(listener.address):
+                log.warning("listener %s has tls: none on %s, which is not loopback: "
+                            "credentials and mail cross the network in clear",
+                            listener.name, listener.address)
+            log.info("listening on %s:%d (%s, tls %s)", listener.address, self.port(listener.name),
+                     listener.name, listener.tls)
+
+    def port(self, name: str) -> int:
+        return self.servers[name].sockets[0].getsockname()[1]
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; close idle sessions; give open transactions `timeout` to finish."""
+        for server in self.servers.values():
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.sessions and loop.time() < deadline:
+            for session in list(self.sessions):
+                if not session.in_transaction:
+                    session.shut()
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.shut()
+        for server in self.servers.values():
+            await server.wait_closed()
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"

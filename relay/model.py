@@ -1,0 +1,75 @@
+"""The nouns both pipelines share: who is sending, what was accepted, what became of it."""
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated (or network-trusted) user and the senders it may use."""
+    username: str
+    senders: frozenset[str]          # lower-case domains ("acme.fr") or addresses ("a@b.fr")
+
+    def may_send_as(self, address: str) -> bool:
+        address = address.lower()
+        domain = address.rpartition("@")[2]
+        return address in self.senders or domain in self.senders
+
+
+class Stream(enum.IntEnum):
+    """Delivery order: transactional mail always goes before bulk mail."""
+    TRANSACTIONAL = 0
+    BULK = 1
+
+
+class RecipientState(enum.StrEnum):
+    QUEUED = "queued"          # not yet delivered: first attempt pending, or deferred
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"        # the route answered 5xx
+    EXPIRED = "expired"        # still failing temporarily after spool.max_age
+
+
+FINAL_STATES = frozenset({RecipientState.DELIVERED, RecipientState.BOUNCED, RecipientState.EXPIRED})
+
+
+@dataclass(slots=True)
+class Recipient:
+    address: str
+    state: RecipientState = RecipientState.QUEUED
+    reply: str = ""            # the last reply from the route for this recipient
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    """A message in the spool: its envelope, its signed bytes and per-recipient state."""
+    id: str
+    mail_from: str             # "" for the null sender (DSNs)
+    recipients: list[Recipient]
+    domain: str                # the sender domain whose route carries it
+    route: str
+    body: bytes
+    created: float
+    attempts: int = 0
+    next_attempt: float = 0.0
+    stream: Stream = Stream.TRANSACTIONAL
+    mail_options: list[str] = field(default_factory=list)
+
+    def pending(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.state is RecipientState.QUEUED]
+
+
+_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTVWXYZ"
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A short, time-ordered, unique id (milliseconds + 40 random bits, Crockford base32)."""
+    millis = int((now if now is not None else time.time()) * 1000)
+    value = (millis << 40) | int.from_bytes(os.urandom(5), "big")
+    out = []
+    while value:
+        value, rem = divmod(value, 32)
+        out.append(_ALPHABET[rem])
+    return "".join(reversed(out))

@@ -1,0 +1,213 @@
+"""Route clients: carrying one message to a route and reporting a reply per recipient.
+
+`SmtpRoute` speaks SMTP to the provider with aiosmtplib (the only module that imports it):
+STARTTLS or implicit TLS, AUTH with the password from `password_env`, and sessions reused
+across messages (each delivery worker keeps its own). `OutboxRoute` writes each message
+as an `.eml` file (fsync + rename), for trying relay without a provider account.
+
+A route answers `send()` with one `UpstreamReply` per recipient. When no reply can be had at
+all (connection refused, TLS failure, timeout, disconnect, AUTH refused) it raises
+`RouteUnavailable`, which the delivery pipeline treats as a temporary failure of every
+recipient: our own or the provider's trouble is never a bounce.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from relay.config import Route
+
+log = logging.getLogger("relay.upstream")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    code: int
+    text: str                       # the reply line(s) as the route sent them, without the code
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class RouteUnavailable(Exception):
+    """No per-recipient answer could be had from the route; retry later."""
+
+
+class RouteSession(Protocol):
+    async def send(self, mail_from: str, recipients: list[str], body: bytes,
+                   options: list[str]) -> list[UpstreamReply]: ...
+    async def close(self) -> None: ...
+
+
+class RouteClient(Protocol):
+    name: str
+    description: str
+    def session(self) -> RouteSession: ...
+
+
+# --- SMTP ----------------------------------------------------------------------------
+
+class SmtpRoute:
+    def __init__(self, name: str, route: Route, local_hostname: str,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.name = name
+        self.route = route
+        self.description = f"{route.host}:{route.port}"
+        self.local_hostname = local_hostname
+        if tls_context is None and route.tls != "none":
+            tls_context = ssl.create_default_context()
+            if not route.verify_tls:
+                tls_context.check_hostname = False
+                tls_context.verify_mode = ssl.CERT_NONE
+        self.tls_context = tls_context
+
+    def session(self) -> "SmtpSession":
+        return SmtpSession(self)
+
+
+class SmtpSession:
+    """One reusable connection to a route; reconnects after any failure."""
+
+    def __init__(self, client: SmtpRoute) -> None:
+        self.client = client
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        route = self.client.route
+        smtp = aiosmtplib.SMTP(
+            hostname=route.host, port=route.port, local_hostname=self.client.local_hostname,
+            timeout=route.timeout, use_tls=route.tls == "implicit",
+            start_tls=True if route.tls == "starttls" else False,
+            tls_context=self.client.tls_context if route.tls != "none" else None)
+        await smtp.connect()
+        if route.username:
+            await smtp.login(route.username, route.password() or "")
+        return smtp
+
+    async def send(self, mail_from: str, recipients: list[str], body: bytes,
+                   options: list[str]) -> list[UpstreamReply]:
+        try:
+            if self.smtp is None or not self.smtp.is_connected:
+                self.smtp = await self._connect()
+            return await self._transaction(self.smtp, mail_from, recipients, body, options)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            await self.close()
+            raise RouteUnavailable(f"{self.client.description}: {_describe(exc)}") from exc
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str],
+                           body: bytes, options: list[str]) -> list[UpstreamReply]:
+        utf8 = "SMTPUTF8" in options and smtp.supports_extension("smtputf8")
+        mail_options = [o for o in options if o == "BODY=8BITMIME" and smtp.supports_extension("8bitmime")]
+        if utf8:
+            mail_options.append("SMTPUTF8")
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            await smtp.mail(mail_from, options=mail_options, encoding=encoding)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            await _reset(smtp)
+            return [UpstreamReply(exc.code, exc.message)] * len(recipients)
+        except UnicodeEncodeError:
+            await _reset(smtp)
+            return [UpstreamReply(553, "5.6.7 The route does not support SMTPUTF8")] * len(recipients)
+        replies: list[UpstreamReply | None] = []
+        for rcpt in recipients:
+            try:
+                await smtp.rcpt(rcpt, encoding=encoding)
+                replies.append(None)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                replies.append(UpstreamReply(exc.code, exc.message))
+            except UnicodeEncodeError:
+                replies.append(UpstreamReply(553, "5.6.7 The route does not support SMTPUTF8"))
+        if all(r is not None for r in replies):
+            await _reset(smtp)
+            return replies  # type: ignore[return-value]
+        try:
+            response = await smtp.data(body)
+            accepted = UpstreamReply(response.code, response.message)
+        except aiosmtplib.SMTPDataError as exc:
+            accepted = UpstreamReply(exc.code, exc.message)
+            await _reset(smtp)
+        return [r if r is not None else accepted for r in replies]
+
+    async def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            if smtp.is_connected:
+                await asyncio.wait_for(smtp.quit(), timeout=5)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            smtp.close()
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.rset()
+    except aiosmtplib.SMTPResponseException:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# --- outbox --------------------------------------------------------------------------
+
+class OutboxRoute:
+    """Writes messages into a directory instead of sending them (development, dry runs)."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.directory = directory
+        self.description = f"outbox {directory}"
+
+    def session(self) -> "OutboxSession":
+        return OutboxSession(self.directory)
+
+
+class OutboxSession:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.count = 0
+
+    async def send(self, mail_from: str, recipients: list[str], body: bytes,
+                   options: list[str]) -> list[UpstreamReply]:
+        try:
+            name = await asyncio.to_thread(self._write, mail_from, recipients, body)
+        except OSError as exc:
+            raise RouteUnavailable(f"outbox {self.directory}: {exc.strerror}") from exc
+        return [UpstreamReply(250, f"2.0.0 written to {name}")] * len(recipients)
+
+    def _write(self, mail_from: str, recipients: list[str], body: bytes) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.count += 1
+        name = f"{os.getpid()}-{id(self):x}-{self.count}-{os.urandom(3).hex()}.eml"
+        envelope = (f"X-Relay-Envelope-From: <{mail_from}>\r\n"
+                    f"X-Relay-Envelope-To: {', '.join(f'<{r}>' for r in recipients)}\r\n").encode()
+        tmp = self.directory / (name + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(envelope + body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, self.directory / name)
+        return name
+
+    async def close(self) -> None:
+        pass
+
+
+def build(name: str, route: Route, local_hostname: str) -> RouteClient:
+    if route.outbox is not None:
+        return OutboxRoute(name, route.outbox)
+    return SmtpRoute(name, route, local_hostname)

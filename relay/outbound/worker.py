@@ -1,0 +1,183 @@
+"""The delivery pipeline: from a due message in the spool to an outcome per recipient.
+
+`Delivery.deliver` is the flow, written out once:
+1. the scheduler (`_dispatch`) yields a due message; transactional mail goes before bulk
+2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone
+3. the route carries it over one of its pooled sessions (`max_connections` per route)
+4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
+   with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
+   expired
+5. the new state is persisted with the DSN for what failed for good (one transaction),
+   and an event is logged per outcome
+
+Delivery is at-least-once: a crash between the route's 250 and step 5 re-sends the message
+after restart, which is what every MTA does rather than risk losing it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from relay.checks import content
+from relay.clock import Clock
+from relay.config import Config
+from relay.events import Event, emit
+from relay.model import FINAL_STATES, QueuedMessage, Recipient, RecipientState, new_queue_id
+from relay.outbound import dsn
+from relay.outbound.retry import Backoff
+from relay.outbound.upstream import RouteClient, RouteSession, RouteUnavailable, UpstreamReply
+from relay.signing.dkim import Signer
+from relay.spool.store import Spool
+
+log = logging.getLogger("relay.delivery")
+
+_IDLE_CLOSE = 30.0        # close a route session unused this long
+
+
+class Delivery:
+    def __init__(self, config: Config, spool: Spool, routes: dict[str, RouteClient],
+                 signer: Signer, clock: Clock, backoff: Backoff, poll_interval: float = 1.0) -> None:
+        self.config = config
+        self.spool = spool
+        self.routes = routes
+        self.signer = signer
+        self.clock = clock
+        self.backoff = backoff
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._inflight: set[str] = set()
+        self._queues: dict[str, asyncio.Queue[str]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # --- the flow ---------------------------------------------------------------------
+    async def deliver(self, message_id: str, session: RouteSession) -> None:
+        """Steps 2-5 for one message (see the module docstring)."""
+        message = await self.spool.load(message_id)
+        if message is None:
+            return
+        route = self.routes[message.route]
+        pending = message.pending()
+        message.attempts += 1
+        emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
+             attempt=message.attempts, rcpts=len(pending))
+        try:
+            answers = await session.send(message.mail_from, [r.address for r in pending],
+                                         message.body, message.mail_options)
+        except RouteUnavailable as exc:
+            answers = [UpstreamReply(451, f"4.4.1 {exc}")] * len(pending)
+        now = self.clock.now()
+        self._classify(message, pending, answers, now)
+        failed = [r for r in pending if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
+        dsns = [self._dsn(message, failed, route.description, now)] if failed and message.mail_from else []
+        await self.spool.record_attempt(message, dsns)
+        for extra in dsns:
+            emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, to=None, rcpts=len(failed))
+            self.wake()
+
+    def _classify(self, message: QueuedMessage, pending: list[Recipient],
+                  answers: list[UpstreamReply], now: float) -> None:
+        expired = now - message.created >= self.config.spool.max_age
+        for recipient, answer in zip(pending, answers):
+            recipient.reply = str(answer)
+            if 200 <= answer.code < 300:
+                recipient.state = RecipientState.DELIVERED
+                event = Event.DELIVERED
+            elif answer.code >= 500:
+                recipient.state = RecipientState.BOUNCED
+                event = Event.BOUNCED
+            elif expired:
+                recipient.state = RecipientState.EXPIRED
+                event = Event.EXPIRED
+            else:
+                event = Event.DEFERRED
+            emit(event, id=message.id, domain=message.domain, route=message.route,
+                 reply=recipient.reply)
+        message.next_attempt = now + self.backoff.delay(message.attempts)
+
+    def _dsn(self, original: QueuedMessage, failed: list[Recipient], route_description: str,
+             now: float) -> QueuedMessage:
+        body = dsn.build(original, failed, self.config.server.hostname, route_description, now)
+        parsed = content.parse(body)
+        signatures = self.signer.sign(original.domain, parsed.headers, parsed.body, now)
+        return QueuedMessage(id=new_queue_id(now), mail_from="",
+                             recipients=[Recipient(original.mail_from)], domain=original.domain,
+                             route=original.route, body=parsed.serialize(signatures),
+                             created=now, next_attempt=now)
+
+    # --- scheduling -------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        for name, route in self.routes.items():
+            size = self.config.routes[name].max_connections
+            self._queues[name] = asyncio.Queue(maxsize=size * 2)
+            for _ in range(size):
+                self._tasks.append(asyncio.create_task(self._work(route, self._queues[name])))
+        self._tasks.append(asyncio.create_task(self._dispatch()))
+
+    async def _dispatch(self) -> None:
+        """Step 1: feed due messages to their route's workers, transactional first."""
+        batch = 64
+        while not self._stopping:
+            self._wake.clear()
+            due = await self.spool.due(self.clock.now(), batch + len(self._inflight))
+            fresh = [d for d in due if d.id not in self._inflight]
+            for item in fresh:
+                queue = self._queues.get(item.route)
+                if queue is None:
+                    log.error("message %s names route %r, which is not configured; it waits",
+                              item.id, item.route)
+                    continue
+                self._inflight.add(item.id)
+                await queue.put(item.id)
+            if not fresh:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        wait = self.poll_interval
+        next_due = await self.spool.next_due_time()
+        if next_due is not None:
+            wait = max(0.0, min(wait, next_due - self.clock.now()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
+        except asyncio.TimeoutError:
+            pass
+
+    async def _work(self, route: RouteClient, queue: asyncio.Queue[str]) -> None:
+        session = route.session()
+        try:
+            while True:
+                try:
+                    message_id = await asyncio.wait_for(queue.get(), timeout=_IDLE_CLOSE)
+                except asyncio.TimeoutError:
+                    await session.close()
+                    continue
+                try:
+                    await self.deliver(message_id, session)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("delivery of %s failed unexpectedly; it stays queued", message_id)
+                finally:
+                    self._inflight.discard(message_id)
+                    if not self._stopping:
+                        self.wake()
+        finally:
+            await session.close()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Let attempts in progress finish (bounded), then stop the workers."""
+        self._stopping = True
+        self.wake()
+        for queue in self._queues.values():       # queued but not started: they stay due
+            while not queue.empty():
+                self._inflight.discard(queue.get_nowait())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._inflight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

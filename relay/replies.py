@@ -1,0 +1,76 @@
+"""Every SMTP reply relay sends, as named constants.
+
+A `Reply` knows its basic code, its RFC 3463 enhanced status code and its text; the
+constructor refuses a reply whose classes disagree (a 550 with a 4.x.x code is a bug).
+No other module writes a reply literal: they name one of these, optionally filling the
+text's `{placeholders}` with `Reply.format`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __post_init__(self) -> None:
+        klass = self.code // 100
+        if klass not in (2, 3, 4, 5):
+            raise ValueError(f"not an SMTP reply code: {self.code}")
+        if self.enhanced and int(self.enhanced.split(".")[0]) != klass:
+            raise ValueError(f"{self.code} does not match enhanced code {self.enhanced}")
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def format(self, **values: object) -> "Reply":
+        """The same reply with its `{placeholders}` filled in."""
+        return Reply(self.code, self.enhanced, self.text.format(**values))
+
+    def __str__(self) -> str:
+        if self.enhanced:
+            return f"{self.code} {self.enhanced} {self.text}"
+        return f"{self.code} {self.text}"
+
+
+# --- connection and session ---------------------------------------------------------
+R421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+R530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authentication")
+R235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R454_AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed authentications from your address, try again later")
+R500_LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
+R500_COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
+R500_BAD_SYNTAX = Reply(500, "5.5.2", "Syntax error")
+R553_BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")
+
+# --- MAIL FROM / RCPT TO -----------------------------------------------------------
+R250_OK = Reply(250, "2.0.0", "OK")
+R250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+R250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+R550_SENDER_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}>")
+R550_DOMAIN_UNKNOWN = Reply(550, "5.7.1", "Domain {domain} is not configured on this relay")
+R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+
+# --- DATA ---------------------------------------------------------------------------
+R552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this relay ({limit} bytes at most)")
+R550_NO_FROM = Reply(550, "5.6.0", "Message has no From header")
+R550_MANY_FROM = Reply(550, "5.6.0", "Message has more than one From header")
+R550_BAD_FROM = Reply(550, "5.6.0", "From header does not hold exactly one address")
+R550_FROM_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}> (header From)")
+R250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
+R451_SIGNING_FAILED = Reply(451, "4.3.0", "Temporary failure signing the message, try again later")
+R451_SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later")
+R451_INTERNAL = Reply(451, "4.3.0", "Temporary internal error, try again later (ref {ref})")

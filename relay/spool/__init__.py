@@ -1,0 +1,1 @@
+"""The durable queue: what was accepted, until every recipient has an outcome."""

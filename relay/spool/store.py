@@ -1,0 +1,284 @@
+"""The spool: accepted messages and their per-recipient state in one SQLite database (WAL).
+
+Owns durability. `enqueue` returns only after the message and its recipients are committed
+with `synchronous=FULL` (the WAL is fsynced), which is what makes `250 queued` a promise.
+Writes go through one writer thread that commits whatever is waiting in one transaction
+(group commit): under load, many sessions share one fsync instead of paying one each.
+Each write runs in its own savepoint, so one failing write never takes the others down.
+Reads run on a small pool of reader threads; WAL lets them proceed during writes.
+
+A message row is deleted once every recipient has a final state; the event log keeps the
+history. `next_attempt` orders delivery; `stream` puts transactional mail before bulk mail.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from relay.model import QueuedMessage, Recipient, RecipientState, Stream
+
+log = logging.getLogger("relay.spool")
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    route TEXT NOT NULL,
+    stream INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    mail_options TEXT NOT NULL DEFAULT '[]',
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (stream, next_attempt);
+CREATE TABLE IF NOT EXISTS recipients (
+    message_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reply TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+"""
+
+_STOP = object()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    id: str
+    route: str
+    stream: Stream
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    id: str
+    created: float
+    mail_from: str
+    domain: str
+    route: str
+    attempts: int
+    next_attempt: float
+    pending: int
+    size: int
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes: drains the request queue into one transaction per batch."""
+
+    def __init__(self, path: Path, max_batch: int = 512) -> None:
+        super().__init__(name="spool-writer", daemon=True)
+        self._conn = connect(path)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._max_batch = max_batch
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._requests.put((fn, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._requests.put(_STOP)
+        self.join()
+        self._conn.close()
+
+    def run(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._requests.put(_STOP)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        results: list[tuple[bool, object]] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                conn.execute("SAVEPOINT one")
+                try:
+                    results.append((True, fn(conn)))
+                    conn.execute("RELEASE one")
+                except Exception as exc:       # the request's own failure: undo just it
+                    conn.execute("ROLLBACK TO one")
+                    conn.execute("RELEASE one")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:               # the commit itself failed: nothing is durable
+            log.error("spool commit failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        for (ok, value), (_, future, loop) in zip(results, batch):
+            loop.call_soon_threadsafe(_resolve, future, ok, value)
+
+
+def _resolve(future: asyncio.Future, ok: bool, value: object) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)  # type: ignore[arg-type]
+
+
+class Spool:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "relay.sqlite3"
+        with connect(self.path) as conn:
+            conn.executescript(SCHEMA)
+        self._writer = _Writer(self.path)
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        if not self._started:
+            self._writer.start()
+            self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            self._writer.stop()
+            self._started = False
+        self._readers.shutdown(wait=True)
+
+    # --- async API used by the pipelines -------------------------------------------
+    async def enqueue(self, message: QueuedMessage) -> None:
+        """Durably store a new message; returns once it is committed."""
+        await self._writer.submit(lambda conn: _insert(conn, message))
+
+    async def due(self, now: float, limit: int) -> list[Due]:
+        """Messages whose next attempt is due, transactional first, oldest first."""
+        return await self._read(lambda conn: [
+            Due(id, route, Stream(stream)) for id, route, stream in conn.execute(
+                "SELECT id, route, stream FROM messages WHERE stream = 0 AND next_attempt <= ?"
+                " ORDER BY next_attempt LIMIT ?", (now, limit)).fetchall()
+            + conn.execute(
+                "SELECT id, route, stream FROM messages WHERE stream = 1 AND next_attempt <= ?"
+                " ORDER BY next_attempt LIMIT ?", (now, limit)).fetchall()][:limit])
+
+    async def next_due_time(self) -> float | None:
+        return await self._read(lambda conn: conn.execute(
+            "SELECT MIN(next_attempt) FROM messages").fetchone()[0])
+
+    async def load(self, message_id: str) -> QueuedMessage | None:
+        return await self._read(lambda conn: _select(conn, message_id))
+
+    async def record_attempt(self, message: QueuedMessage,
+                             also_enqueue: list[QueuedMessage] = ()) -> None:
+        """Persist the outcome of an attempt (and the DSNs it produced) in one transaction."""
+        def write(conn: sqlite3.Connection) -> None:
+            _update(conn, message)
+            for extra in also_enqueue:
+                _insert(conn, extra)
+        await self._writer.submit(write)
+
+    # --- synchronous API for the CLI (its own connection) ---------------------------
+    def summaries(self) -> list[Summary]:
+        with connect(self.path) as conn:
+            rows = conn.execute(
+                "SELECT m.id, m.created, m.mail_from, m.domain, m.route, m.attempts,"
+                " m.next_attempt, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id"
+                " AND r.state = 'queued'), length(m.body) FROM messages m"
+                " ORDER BY m.created").fetchall()
+        return [Summary(*row) for row in rows]
+
+    def get(self, message_id: str) -> QueuedMessage | None:
+        with connect(self.path) as conn:
+            return _select(conn, message_id)
+
+    def retry_now(self, message_id: str) -> bool:
+        with connect(self.path) as conn:
+            return conn.execute("UPDATE messages SET next_attempt = 0 WHERE id = ?",
+                                (message_id,)).rowcount > 0
+
+    def delete(self, message_id: str) -> bool:
+        with connect(self.path) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM recipients WHERE message_id = ?", (message_id,))
+            found = conn.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount
+            conn.execute("COMMIT")
+            return found > 0
+
+    # --- internals -----------------------------------------------------------------
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._with_reader, fn)
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return fn(conn)
+
+
+def _insert(conn: sqlite3.Connection, m: QueuedMessage) -> None:
+    conn.execute(
+        "INSERT INTO messages (id, created, mail_from, domain, route, stream, attempts,"
+        " next_attempt, mail_options, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (m.id, m.created, m.mail_from, m.domain, m.route, int(m.stream), m.attempts,
+         m.next_attempt, json.dumps(m.mail_options), m.body))
+    conn.executemany(
+        "INSERT INTO recipients (message_id, idx, address, state, reply) VALUES (?, ?, ?, ?, ?)",
+        [(m.id, i, r.address, r.state.value, r.reply) for i, r in enumerate(m.recipients)])
+
+
+def _update(conn: sqlite3.Connection, m: QueuedMessage) -> None:
+    if not m.pending():
+        conn.execute("DELETE FROM recipients WHERE message_id = ?", (m.id,))
+        conn.execute("DELETE FROM messages WHERE id = ?", (m.id,))
+        return
+    conn.execute("UPDATE messages SET attempts = ?, next_attempt = ? WHERE id = ?",
+                 (m.attempts, m.next_attempt, m.id))
+    conn.executemany("UPDATE recipients SET state = ?, reply = ? WHERE message_id = ? AND idx = ?",
+                     [(r.state.value, r.reply, m.id, i) for i, r in enumerate(m.recipients)])
+
+
+def _select(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | None:
+    row = conn.execute(
+        "SELECT id, created, mail_from, domain, route, stream, attempts, next_attempt,"
+        " mail_options, body FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        return None
+    recipients = [Recipient(address, RecipientState(state), reply) for address, state, reply in
+                  conn.execute("SELECT address, state, reply FROM recipients WHERE message_id = ?"
+                               " ORDER BY idx", (message_id,))]
+    id_, created, mail_from, domain, route, stream, attempts, next_attempt, options, body = row
+    return QueuedMessage(id=id_, mail_from=mail_from, recipients=recipients, domain=domain,
+                         route=route, body=bytes(body), created=created, attempts=attempts,
+                         next_attempt=next_attempt, stream=Stream(stream),
+                         mail_options=json.loads(options))
