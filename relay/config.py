@@ -125,6 +125,7 @@ class Route(Strict):
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     verify_tls: bool = True
+    ca_file: Path | None = None          # trust this CA bundle instead of the system's
     username: str | None = None
     password_env: str | None = None
     max_connections: int = Field(default=4, ge=1, le=256)
@@ -182,8 +183,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
             if isinstance(key, dict) and "private_key" in key:
                 key["private_key"] = fix(key["private_key"])
     for route in (raw.get("routes") or {}).values():
-        if isinstance(route, dict) and "outbox" in route:
-            route["outbox"] = fix(route["outbox"])
+        for key in ("outbox", "ca_file"):
+            if isinstance(route, dict) and key in route:
+                route[key] = fix(route[key])
     return raw
 
 

@@ -62,7 +62,7 @@ class SmtpRoute:
         self.description = f"{route.host}:{route.port}"
         self.local_hostname = local_hostname
         if tls_context is None and route.tls != "none":
-            tls_context = ssl.create_default_context()
+            tls_context = ssl.create_default_context(cafile=route.ca_file)
             if not route.verify_tls:
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
