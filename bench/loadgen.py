@@ -111,6 +111,33 @@ def wait_banner(port: int, deadline_s: float = 10.0, proc: subprocess.Popen | No
     raise LoadgenError(f"{host}:{port} not ready after {deadline_s}s: {last}")
 
 
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    return idle, sum(vals[:8])
+
+
+def cpu_idle_fraction(sample_s: float = 0.5) -> float:
+    """Machine-wide idle fraction (0..1) over sample_s, from /proc/stat."""
+    i0, t0 = _cpu_times()
+    time.sleep(sample_s)
+    i1, t1 = _cpu_times()
+    return (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_machine_idle(min_idle: float = 0.9, max_wait_s: float = 60.0,
+                      sample_s: float = 0.5) -> float:
+    """Wait (up to max_wait_s) until the machine is >= min_idle idle, so a run
+    does not share the 2 cores with someone else's load. Returns the last idle
+    fraction seen (check it: it is below min_idle if the wait timed out)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        idle = cpu_idle_fraction(sample_s)
+        if idle >= min_idle or time.monotonic() >= deadline:
+            return idle
+
+
 # --------------------------------------------------------------------------- sink
 _REC = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
 

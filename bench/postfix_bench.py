@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import (LoadgenError, check_dkim, free_port, measure, median,  # noqa: E402
-                     read_dumps, start_sink)
+                     read_dumps, start_sink, wait_machine_idle)
 from postfix_peer import PostfixPeer  # noqa: E402
 
 
@@ -78,7 +78,8 @@ def verify_signing(args, work: Path, key: Path, pub: Path) -> dict:
     sink = start_sink(up, workdir=work / "verify-sink", dump_dir=dump_dir)
     try:
         with PostfixPeer(free_port(), up, work / "verify-peer", key, args.domain,
-                         args.selector, process_limit=args.process_limit) as peer:
+                         args.selector, process_limit=args.process_limit,
+                         milter_socket=args.milter_socket) as peer:
             measure(peer.listen_port, sink, args.verify_count, args.size,
                     sessions=min(args.sessions, args.verify_count), per_session=1,
                     sender=f"bench@{args.domain}")
@@ -108,7 +109,8 @@ def run_bench(args, work: Path, key: Path) -> list[dict]:
     results = []
     try:
         with PostfixPeer(free_port(), up, work / "peer", key, args.domain, args.selector,
-                         process_limit=args.process_limit) as peer:
+                         process_limit=args.process_limit,
+                         milter_socket=args.milter_socket) as peer:
             log(f"bench: {peer}, sink 127.0.0.1:{up}")
             kw = dict(sessions=args.sessions, per_session=args.per_session,
                       sender=f"bench@{args.domain}")
@@ -117,12 +119,17 @@ def run_bench(args, work: Path, key: Path) -> list[dict]:
                 wait_queue_empty(peer)
                 log(f"warm-up: {w['messages']} msgs, {w['msgs_per_s']} msg/s")
             for i in range(args.runs):
+                idle = wait_machine_idle(args.min_idle, args.idle_wait) if args.min_idle > 0 else None
+                if idle is not None and idle < args.min_idle:
+                    log(f"WARNING: machine only {idle:.0%} idle before run {i + 1}; "
+                        "other load will skew this run")
                 r = measure(peer.listen_port, sink, args.messages, args.size, **kw)
+                r["idle_before"] = None if idle is None else round(idle, 3)
                 wait_queue_empty(peer)
                 results.append(r)
                 log(f"run {i + 1}/{args.runs}: {r['messages']} msgs x {args.size} B in "
                     f"{r['elapsed_s']:.3f}s (injected in {r['inject_s']:.3f}s) -> "
-                    f"{r['msgs_per_s']} msg/s")
+                    f"{r['msgs_per_s']} msg/s (idle before: {r['idle_before']})")
     finally:
         sink.stop()
     return results
@@ -139,8 +146,15 @@ def main(argv=None) -> int:
                     help="messages per SMTP connection (1 = connection per message, "
                          "0 = keep connections open for all messages)")
     ap.add_argument("--process-limit", type=int, default=50, help="postfix default_process_limit")
+    ap.add_argument("--milter-socket", choices=("unix", "inet"), default="unix",
+                    help="OpenDKIM milter transport (inet on loopback suffers ~88 ms/msg "
+                         "Nagle/delayed-ACK stalls; see postfix_peer.py)")
     ap.add_argument("--verify-count", type=int, default=20,
                     help="messages in the DKIM verification batch (0 = skip, not recommended)")
+    ap.add_argument("--min-idle", type=float, default=0.9,
+                    help="before each run wait until the machine is this idle (0 = don't)")
+    ap.add_argument("--idle-wait", type=float, default=60.0,
+                    help="max seconds to wait for --min-idle before running anyway")
     ap.add_argument("--domain", default="bench.example")
     ap.add_argument("--selector", default="bench")
     ap.add_argument("--workdir-base", default="/var/lib/relay-bench",
@@ -182,8 +196,10 @@ def main(argv=None) -> int:
             "size_bytes": args.size,
             "sessions": args.sessions,
             "per_session": args.per_session,
+            "milter_socket": args.milter_socket,
             "runs": [{"elapsed_s": r["elapsed_s"], "inject_s": r["inject_s"],
-                      "msgs_per_s": r["msgs_per_s"]} for r in runs],
+                      "msgs_per_s": r["msgs_per_s"], "idle_before": r["idle_before"]}
+                     for r in runs],
             "msgs_per_s": rates,
             "median_msgs_per_s": round(median(rates), 2),
             "dkim_verified_messages": verify["verified_messages"],

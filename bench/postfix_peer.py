@@ -9,7 +9,8 @@
 
 The instance is fully private: its own config_directory, queue_directory and
 data_directory under ``workdir`` (``workdir/postfix/...``), its own OpenDKIM
-config and socket (``workdir/opendkim/...``). It never touches /etc/postfix or
+config and milter socket (``workdir/opendkim/...``; unix socket by default,
+``milter_socket="inet"`` for a loopback TCP socket). It never touches /etc/postfix or
 /etc/opendkim.conf and binds to 127.0.0.1 only.
 
 Requirements: root (Postfix's master must start as root and drop to the
@@ -27,6 +28,13 @@ Pitfalls handled here:
     /etc/postfix/postfix-files); the config dir must be root-owned;
   * OpenDKIM refuses a private key readable by group/others (RequireSafeKeys),
     so the key is *copied* into workdir, owned by opendkim, mode 0600;
+  * milter transport: ``milter_socket="unix"`` (default, as Debian's packaged
+    opendkim.conf) or ``"inet"`` (127.0.0.1:milter_port). Over loopback TCP the
+    Postfix<->libmilter exchange hits a Nagle/delayed-ACK stall of ~88 ms per
+    message on Linux, independent of message size and load (one session:
+    ~11 msg/s over inet vs ~180 msg/s over unix), which caps throughput at
+    ~sessions/0.09 s. The unix socket lives in workdir/opendkim/sock/
+    (opendkim:postfix 0750; the socket itself 0777 via UMask 000);
   * no syslog in containers: Postfix logs via postlogd to ``maillog_file``
     (workdir/postfix/maillog), OpenDKIM runs in the foreground with its
     stderr in workdir/opendkim/opendkim.log.
@@ -95,6 +103,27 @@ def wait_port(port: int, deadline_s: float = 20.0, banner: bytes | None = None,
     raise PeerError(f"port {host}:{port} not ready after {deadline_s}s: {last_err}")
 
 
+def wait_unix(path: str | os.PathLike, deadline_s: float = 20.0,
+              proc: subprocess.Popen | None = None) -> None:
+    """Poll until the UNIX-domain socket at path accepts a connection."""
+    deadline = time.monotonic() + deadline_s
+    last_err: object = None
+    delay = 0.005
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise PeerError(f"process exited with {proc.returncode} before {path} was ready")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect(str(path))
+                return
+        except OSError as e:
+            last_err = e
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise PeerError(f"unix socket {path} not ready after {deadline_s}s: {last_err}")
+
+
 def wait_port_closed(port: int, deadline_s: float = 10.0, host: str = "127.0.0.1") -> bool:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -149,7 +178,8 @@ class PostfixPeer:
 
     def __init__(self, listen_port: int, upstream_port: int, workdir: str | os.PathLike,
                  key_pem_path: str | os.PathLike, domain: str, selector: str, *,
-                 milter_port: int | None = None, process_limit: int = 50,
+                 milter_socket: str = "unix", milter_port: int | None = None,
+                 process_limit: int = 50,
                  smtp_concurrency: int = 20, in_flow_delay: str = "1s",
                  start_timeout: float = 30.0):
         self.listen_port = int(listen_port)
@@ -158,7 +188,10 @@ class PostfixPeer:
         self.key_pem_path = Path(key_pem_path)
         self.domain = domain
         self.selector = selector
-        self.milter_port = milter_port or _free_port()
+        if milter_socket not in ("unix", "inet"):
+            raise ValueError("milter_socket must be 'unix' or 'inet'")
+        self.milter_socket = milter_socket
+        self.milter_port = (milter_port or _free_port()) if milter_socket == "inet" else None
         self.process_limit = int(process_limit)
         self.smtp_concurrency = int(smtp_concurrency)
         self.in_flow_delay = in_flow_delay
@@ -174,6 +207,8 @@ class PostfixPeer:
         self.dk_key = self.dk_dir / f"{selector}.private"
         self.dk_log = self.dk_dir / "opendkim.log"
         self.dk_pidfile = self.dk_dir / "opendkim.pid"
+        self.dk_sock_dir = self.dk_dir / "sock"
+        self.dk_sock = self.dk_sock_dir / "opendkim.sock"
 
         self._dkim_proc: subprocess.Popen | None = None
         self._dk_log_fh = None
@@ -235,7 +270,7 @@ class PostfixPeer:
             "in_flow_delay": self.in_flow_delay,
             "default_destination_rate_delay": "0s",
             # DKIM signing milter
-            "smtpd_milters": f"inet:127.0.0.1:{self.milter_port}",
+            "smtpd_milters": self.milter_address(),
             "non_smtpd_milters": "$smtpd_milters",
             "milter_default_action": "tempfail",
             "milter_protocol": "6",
@@ -269,11 +304,23 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+    def milter_address(self) -> str:
+        """The milter address in Postfix notation (smtpd_milters)."""
+        if self.milter_socket == "inet":
+            return f"inet:127.0.0.1:{self.milter_port}"
+        return f"unix:{self.dk_sock}"
+
     def _opendkim_conf(self) -> str:
+        if self.milter_socket == "inet":
+            sock, umask = f"inet:{self.milter_port}@127.0.0.1", "007"
+        else:
+            # socket mode 0777, but its directory is opendkim:postfix 0750, so only
+            # the postfix user (and opendkim, root) can reach it
+            sock, umask = f"local:{self.dk_sock}", "000"
         return f"""\
 Syslog                  no
 LogWhy                  no
-UMask                   007
+UMask                   {umask}
 Mode                    s
 Domain                  {self.domain}
 Selector                {self.selector}
@@ -282,7 +329,7 @@ Canonicalization        relaxed/relaxed
 SignatureAlgorithm      rsa-sha256
 OversignHeaders         From
 InternalHosts           127.0.0.1
-Socket                  inet:{self.milter_port}@127.0.0.1
+Socket                  {sock}
 PidFile                 {self.dk_pidfile}
 UserID                  opendkim:opendkim
 Background              no
@@ -324,6 +371,11 @@ SoftwareHeader          no
         dk = pwd.getpwnam("opendkim")
         dk_gid = grp.getgrnam("opendkim").gr_gid
         os.chown(self.dk_dir, dk.pw_uid, dk_gid)  # pid file written after setuid
+        self.dk_sock_dir.mkdir(exist_ok=True)
+        os.chown(self.dk_sock_dir, dk.pw_uid, pf.pw_gid)
+        os.chmod(self.dk_sock_dir, 0o750)
+        if self.dk_sock.exists() or self.dk_sock.is_symlink():
+            self.dk_sock.unlink()
         shutil.copyfile(self.key_pem_path, self.dk_key)
         os.chown(self.dk_key, dk.pw_uid, dk_gid)
         os.chmod(self.dk_key, 0o600)
@@ -347,7 +399,10 @@ SoftwareHeader          no
             stdin=subprocess.DEVNULL, stdout=self._dk_log_fh, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:
-            wait_port(self.milter_port, self.start_timeout, proc=self._dkim_proc)
+            if self.milter_socket == "inet":
+                wait_port(self.milter_port, self.start_timeout, proc=self._dkim_proc)
+            else:
+                wait_unix(self.dk_sock, self.start_timeout, proc=self._dkim_proc)
         except PeerError as e:
             raise PeerError(f"opendkim did not come up: {e}\n{self._tail(self.dk_log)}") from None
 
@@ -464,5 +519,5 @@ SoftwareHeader          no
 
     def __repr__(self) -> str:
         return (f"PostfixPeer(listen=127.0.0.1:{self.listen_port}, "
-                f"upstream=127.0.0.1:{self.upstream_port}, milter={self.milter_port}, "
+                f"upstream=127.0.0.1:{self.upstream_port}, milter={self.milter_address()}, "
                 f"workdir={self.workdir})")
