@@ -338,9 +338,27 @@ def write_message_file(path: str | os.PathLike, size_bytes: int, **kw) -> Path:
 
 
 # ------------------------------------------------------------------------ measure
-def _run_source(args: list[str], timeout: float) -> None:
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, start_new_session=True)
+def _kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
+_spawn_lock = threading.Lock()
+
+
+def _run_source(args: list[str], timeout: float, running: list | None = None,
+                stop: threading.Event | None = None) -> None:
+    with _spawn_lock:  # measure() sets `stop` under the same lock before killing
+        if stop is not None and stop.is_set():
+            return
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        if running is not None:
+            running.append(p)  # so measure() can kill it on error / Ctrl-C
     try:
         out, err = p.communicate(timeout=timeout)
     except BaseException:
@@ -401,6 +419,7 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
     stop = threading.Event()
     lock = threading.Lock()
     remaining = [messages]
+    running: list[subprocess.Popen] = []  # smtp-source processes (own sessions)
 
     def pool_worker(k: int) -> None:
         while not stop.is_set():
@@ -410,7 +429,8 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
             if n <= 0:
                 return
             try:
-                _run_source(base + ["-d", "-s", "1", "-m", str(n), target], timeout)
+                _run_source(base + ["-d", "-s", "1", "-m", str(n), target], timeout,
+                            running, stop)
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
                 stop.set()
@@ -418,7 +438,7 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
 
     def single(args: list[str]) -> None:
         try:
-            _run_source(args, timeout)
+            _run_source(args, timeout, running, stop)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             stop.set()
@@ -466,7 +486,10 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
         if t_inject is None:
             t_inject = time.monotonic()
     finally:
-        stop.set()
+        with _spawn_lock:
+            stop.set()
+        for p in list(running):  # no-op for finished ones; kills leftovers on error/^C
+            _kill_group(p)
         for t in threads:
             t.join(5)
         if tmpdir:

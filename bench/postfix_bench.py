@@ -79,7 +79,8 @@ def verify_signing(args, work: Path, key: Path, pub: Path) -> dict:
     try:
         with PostfixPeer(free_port(), up, work / "verify-peer", key, args.domain,
                          args.selector, process_limit=args.process_limit,
-                         milter_socket=args.milter_socket) as peer:
+                         milter_socket=args.milter_socket,
+                         extra_main_cf=dict(kv.split("=", 1) for kv in args.postconf)) as peer:
             measure(peer.listen_port, sink, args.verify_count, args.size,
                     sessions=min(args.sessions, args.verify_count), per_session=1,
                     sender=f"bench@{args.domain}")
@@ -110,7 +111,8 @@ def run_bench(args, work: Path, key: Path) -> list[dict]:
     try:
         with PostfixPeer(free_port(), up, work / "peer", key, args.domain, args.selector,
                          process_limit=args.process_limit,
-                         milter_socket=args.milter_socket) as peer:
+                         milter_socket=args.milter_socket,
+                         extra_main_cf=dict(kv.split("=", 1) for kv in args.postconf)) as peer:
             log(f"bench: {peer}, sink 127.0.0.1:{up}")
             kw = dict(sessions=args.sessions, per_session=args.per_session,
                       sender=f"bench@{args.domain}")
@@ -146,6 +148,8 @@ def main(argv=None) -> int:
                     help="messages per SMTP connection (1 = connection per message, "
                          "0 = keep connections open for all messages)")
     ap.add_argument("--process-limit", type=int, default=50, help="postfix default_process_limit")
+    ap.add_argument("--postconf", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra main.cf setting for the Postfix instance (repeatable)")
     ap.add_argument("--milter-socket", choices=("unix", "inet"), default="unix",
                     help="OpenDKIM milter transport (inet on loopback suffers ~88 ms/msg "
                          "Nagle/delayed-ACK stalls; see postfix_peer.py)")
@@ -197,6 +201,7 @@ def main(argv=None) -> int:
             "sessions": args.sessions,
             "per_session": args.per_session,
             "milter_socket": args.milter_socket,
+            "postconf": args.postconf,
             "runs": [{"elapsed_s": r["elapsed_s"], "inject_s": r["inject_s"],
                       "msgs_per_s": r["msgs_per_s"], "idle_before": r["idle_before"]}
                      for r in runs],

@@ -181,6 +181,7 @@ class PostfixPeer:
                  milter_socket: str = "unix", milter_port: int | None = None,
                  process_limit: int = 50,
                  smtp_concurrency: int = 20, in_flow_delay: str = "1s",
+                 extra_main_cf: dict[str, str] | None = None,
                  start_timeout: float = 30.0):
         self.listen_port = int(listen_port)
         self.upstream_port = int(upstream_port)
@@ -195,6 +196,7 @@ class PostfixPeer:
         self.process_limit = int(process_limit)
         self.smtp_concurrency = int(smtp_concurrency)
         self.in_flow_delay = in_flow_delay
+        self.extra_main_cf = dict(extra_main_cf or {})
         self.start_timeout = start_timeout
 
         self.pf_dir = self.workdir / "postfix"
@@ -275,6 +277,7 @@ class PostfixPeer:
             "milter_default_action": "tempfail",
             "milter_protocol": "6",
         }
+        p.update(self.extra_main_cf)
         return "".join(f"{k} = {v}\n" for k, v in p.items())
 
     def _master_cf(self) -> str:

@@ -63,10 +63,10 @@ class Server(Strict):
     @model_validator(mode="after")
     def _tls_when_needed(self) -> "Server":
         if self.tls is None and any(l.tls != "none" for l in self.listeners):
-            raise ValueError("server.tls is required by listeners with tls: starttls or implicit")
+            raise ValueError("server.tls: required by listeners with tls: starttls or implicit")
         names = [l.name for l in self.listeners]
         if len(names) != len(set(names)):
-            raise ValueError("listener names must be unique")
+            raise ValueError("server.listeners: listener names must be unique")
         return self
 
 
@@ -209,8 +209,13 @@ def _messages(error: ValidationError) -> list[str]:
         elif item["type"] == "missing":
             msg = "required key is missing"
         elif item["type"] == "literal_error":
-            msg = f"{msg}, got {item['input']!r}"
-        lines.append(f"{_path(loc)}: {msg}")
+            msg = f"expected one of {item['ctx']['expected']}, got {item['input']!r}"
+        path = _path(loc)
+        # validators of a whole section name the exact key themselves ("server.tls: ...")
+        if not loc or msg.startswith(path + ".") or msg.startswith(path + ":"):
+            lines.append(msg)
+        else:
+            lines.append(f"{path}: {msg}")
     return lines
 
 

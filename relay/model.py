@@ -61,7 +61,7 @@ class QueuedMessage:
         return [r for r in self.recipients if r.state is RecipientState.QUEUED]
 
 
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTVWXYZ"
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def new_queue_id(now: float | None = None) -> str:

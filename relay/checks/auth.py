@@ -69,6 +69,8 @@ class Users:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return None
+        if address.version == 6 and address.ipv4_mapped:     # dual-stack listeners
+            address = address.ipv4_mapped
         for network, user in self._networks:
             if address.version == network.version and address in network:
                 return principal_of(user)

@@ -13,5 +13,5 @@ class Backoff:
 
     def delay(self, attempts: int) -> float:
         """Seconds before attempt number `attempts + 1`; +-20% jitter spreads retries out."""
-        base = min(self.policy.initial * (2 ** max(attempts - 1, 0)), self.policy.max)
-        return base * self.rng.uniform(0.8, 1.2)
+        base = self.policy.initial * (2 ** min(max(attempts - 1, 0), 32))
+        return min(base * self.rng.uniform(0.8, 1.2), self.policy.max)

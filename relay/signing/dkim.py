@@ -109,8 +109,10 @@ def txt_strings(value: str, limit: int = 255) -> list[str]:
 def relaxed_body(body: bytes) -> bytes:
     body = _WSP_RUN.sub(b" ", body)
     body = body.replace(b" \r\n", b"\r\n")
-    body = body.rstrip(b"\r\n")
-    return body + b"\r\n" if body else b""
+    end = len(body)
+    while end >= 2 and body[end - 2:end] == b"\r\n":    # empty lines at the end are ignored
+        end -= 2
+    return body[:end] + b"\r\n" if end else b""
 
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
