@@ -231,6 +231,15 @@ class Sink:
             time.sleep(poll_s)
 
     def stop(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
+        try:
+            self._stop()
+        finally:
+            if main:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _stop(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
                 try:

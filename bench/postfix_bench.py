@@ -173,10 +173,15 @@ def main(argv=None) -> int:
         log("postfix_bench.py must run as root (Postfix master); see bench/setup_debian.sh")
         return 2
 
-    # Ctrl-C / SIGTERM -> exception -> finally blocks stop sink/postfix/opendkim
+    # Ctrl-C / SIGTERM -> KeyboardInterrupt -> finally blocks stop sink/postfix/
+    # opendkim; further signals are ignored so the cleanup itself is not cut short.
+    # (SIGINT is installed explicitly: a shell starts background jobs with it ignored.)
     def _term(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
 
     base = Path(args.workdir_base)
     base.mkdir(parents=True, exist_ok=True)
@@ -215,6 +220,7 @@ def main(argv=None) -> int:
         return 0
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
+        ok = not args.keep  # nothing worth keeping after ^C unless --keep
         return 130
     except (LoadgenError, RuntimeError) as e:
         log(f"error: {e}")

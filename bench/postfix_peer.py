@@ -48,7 +48,9 @@ import grp
 import shutil
 import signal
 import socket
+import contextlib
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -134,6 +136,22 @@ def wait_port_closed(port: int, deadline_s: float = 10.0, host: str = "127.0.0.1
             return True
         time.sleep(0.02)
     return False
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Block SIGINT/SIGTERM (main thread) for the duration, so a Ctrl-C cannot
+    cut a cleanup in half; a pending signal is delivered on exit. Do not start
+    long-lived daemons inside (children inherit the blocked mask)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -421,8 +439,8 @@ SoftwareHeader          no
         return r
 
     def _start_postfix(self) -> None:
+        self._postfix_started = True  # before: an interrupted start must still be stopped
         self._postfix_cmd("start")
-        self._postfix_started = True
         try:
             wait_port(self.listen_port, self.start_timeout, banner=b"220")
         except PeerError as e:
@@ -443,7 +461,12 @@ SoftwareHeader          no
     def stop(self, timeout: float = 15.0) -> None:
         """Stop Postfix (``postfix stop``, then wait for master and all of this
         instance's daemons to exit; SIGKILL stragglers) and OpenDKIM (SIGTERM,
-        then SIGKILL). Idempotent; leaves nothing running."""
+        then SIGKILL). Idempotent; leaves nothing running. SIGINT/SIGTERM are
+        deferred until it is done."""
+        with signals_deferred():
+            self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
         errors = []
         if self._postfix_started:
             try:

@@ -58,6 +58,7 @@ R553_BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")
 # --- MAIL FROM / RCPT TO -----------------------------------------------------------
 R250_OK = Reply(250, "2.0.0", "OK")
 R250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+R550_NULL_SENDER = Reply(550, "5.7.1", "The null sender <> is not accepted for submission")
 R250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 R550_SENDER_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}>")
 R550_DOMAIN_UNKNOWN = Reply(550, "5.7.1", "Domain {domain} is not configured on this relay")

@@ -111,15 +111,18 @@ class AuthThrottle:
         excess = len(entry.times) - self._policy.slow_after if entry else 0
         return 0.0 if excess <= 0 else float(min(2 ** (excess - 1), 8))
 
-    def failed(self, ip: str) -> None:
+    def failed(self, ip: str) -> float:
+        """Record a failure; return how long to wait before answering it."""
         now = self._clock.now()
         entry = self._by_ip.setdefault(ip, _Failures())
         entry.times = [t for t in entry.times if now - t < self._policy.window] + [now]
+        delay = self.delay(ip)
         if len(entry.times) >= self._policy.lock_after:
             entry.locked_until = now + self._policy.lockout
             entry.times.clear()
         if len(self._by_ip) > 10_000:          # bound memory under a distributed attack
             self._forget_idle(now)
+        return delay
 
     def succeeded(self, ip: str) -> None:
         entry = self._by_ip.get(ip)

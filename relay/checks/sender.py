@@ -11,6 +11,13 @@ from relay.errors import PolicyError
 from relay.model import Principal
 
 
+def check_syntax(address: str) -> None:
+    """An address must be local@domain (RFC 5321 §4.1.2); 553 5.1.3 otherwise."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or "." not in domain.strip("[]") and not domain.startswith("["):
+        raise PolicyError(replies.R553_BAD_ADDRESS, f"malformed address {address!r}")
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -18,9 +25,12 @@ def domain_of(address: str) -> str:
 def authorize(principal: Principal, address: str, domains: dict[str, Domain],
               header: bool = False) -> str:
     """Return the sender domain of `address`, or raise 550 5.7.1 naming the refused address."""
-    if "@" not in address:
-        raise PolicyError(replies.R550_FROM_REFUSED.format(address=address) if header
-                          else replies.R550_SENDER_REFUSED.format(address=address))
+    if not header:
+        if address in ("", "<>"):
+            raise PolicyError(replies.R550_NULL_SENDER)
+        check_syntax(address)
+    elif "@" not in address:
+        raise PolicyError(replies.R550_FROM_REFUSED.format(address=address))
     if not principal.may_send_as(address):
         reply = replies.R550_FROM_REFUSED if header else replies.R550_SENDER_REFUSED
         raise PolicyError(reply.format(address=address),

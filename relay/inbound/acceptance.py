@@ -77,9 +77,9 @@ class Acceptance:
         self.throttle.check(session.ip)
         principal = await asyncio.to_thread(self.users.verify, username, password)
         if principal is None:
-            self.throttle.failed(session.ip)
+            delay = self.throttle.failed(session.ip)
             log.warning("AUTH failed for %r from %s", username, session.ip)
-            await self.clock.sleep(self.throttle.delay(session.ip))
+            await self.clock.sleep(delay)
             raise PolicyError(replies.R535_AUTH_FAILED, f"bad credentials for {username!r}")
         self.throttle.succeeded(session.ip)
         session.principal = principal
@@ -96,6 +96,7 @@ class Acceptance:
 
     # 4. RCPT TO
     def rcpt_to(self, session: SessionState, address: str) -> Reply:
+        sender.check_syntax(address)
         if session.recipients >= self.config.server.max_recipients:
             raise TemporaryError(replies.R452_TOO_MANY_RECIPIENTS)
         session.recipients += 1

@@ -108,7 +108,8 @@ class Handler:
         except UnicodeDecodeError:
             return AuthResult(success=False, handled=False)
         except Exception as exc:
-            return AuthResult(success=False, handled=False, message=str(reply_for(exc, "auth")))
+            return AuthResult(success=False, handled=False,
+                              message=str(reply_for(exc, secrets.token_hex(4))))
         return AuthResult(success=True, auth_data=principal)
 
     def _refuse(self, session, command: str, exc: Exception, address: str | None) -> str:

@@ -140,7 +140,7 @@ class RelaySMTP(SMTP):
             if limit and dropped + len(buffer) > limit + 3:
                 dropped += len(buffer) - 4
                 del buffer[:-4]                     # keep what the end marker may span
-        if dropped:
+        if limit and dropped + len(buffer) - 3 > limit:
             return None
         return _DOT_STUFFING.sub(b"", bytes(buffer[:-3]))
 

@@ -87,6 +87,7 @@ class SmtpSession:
             start_tls=True if route.tls == "starttls" else False,
             tls_context=self.client.tls_context if route.tls != "none" else None)
         await smtp.connect()
+        await smtp.ehlo()          # learn the extensions (again, after STARTTLS: RFC 3207 §4.2)
         if route.username:
             await smtp.login(route.username, route.password() or "")
         return smtp

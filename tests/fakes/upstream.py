@@ -75,7 +75,7 @@ class FakeUpstream:
     def _authenticator(self, server, session, envelope, mechanism, auth_data):
         ok = (self.credentials is not None and isinstance(auth_data, LoginPassword)
               and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials)
-        return AuthResult(success=ok, auth_data=auth_data if ok else None)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def _factory(self) -> SMTP:
         return SMTP(_Handler(self), hostname="fake-upstream", enable_SMTPUTF8=True,
@@ -98,6 +98,10 @@ class FakeUpstream:
     def stop(self) -> None:
         async def close():
             self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

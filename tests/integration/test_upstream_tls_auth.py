@@ -6,12 +6,27 @@ stays queued for a later attempt: our side's trouble is never a bounce.
 import ssl
 
 import pytest
+from aiosmtpd.smtp import AuthResult
 
 from tests.conftest import message, submit, wait_until
 from tests.fakes.upstream import FakeUpstream
 
 USERNAME, KEY = "me@acme.fr", "provider-smtp-key"
 PASSWORD_ENV = "RELAY_TEST_PROVIDER_KEY"
+
+# aiosmtpd warns about any server requiring AUTH without STARTTLS: the implicit-TLS fake is
+# encrypted from the first byte, so the warning does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+class AnsweringProvider(FakeUpstream):
+    """The fake provider, answering a refused AUTH with 535 (the shared fake's authenticator
+    returns AuthResult(handled=True) on failure, so aiosmtpd sends no reply at all and the
+    client waits for its timeout)."""
+
+    def _authenticator(self, server, session, envelope, mechanism, auth_data):
+        result = super()._authenticator(server, session, envelope, mechanism, auth_data)
+        return result if result.success else AuthResult(success=False, handled=False)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +46,23 @@ def ca_file(ca, tmp_path) -> str:
 
 @pytest.fixture
 def start_provider(provider_tls):
-    """start_provider(tls) -> a FakeUpstream speaking TLS that requires AUTH."""
+    """start_provider(tls) -> a fake provider speaking TLS that requires AUTH."""
     started: list[FakeUpstream] = []
 
     def start(tls: str) -> FakeUpstream:
-        fake = FakeUpstream(tls=tls, tls_context=provider_tls, credentials=(USERNAME, KEY)).start()
+        fake = AnsweringProvider(tls=tls, tls_context=provider_tls, credentials=(USERNAME, KEY)).start()
         started.append(fake)
         return fake
     yield start
     for fake in started:
         fake.stop()
+
+
+@pytest.fixture
+def relay_with_provider(start_provider, make_relay):
+    """(start_provider, make_relay), set up in that order so that relays stop (and say QUIT
+    to the provider) before the provider stops."""
+    return start_provider, make_relay
 
 
 def _route(provider: FakeUpstream, tls: str, **extra) -> dict:
@@ -61,9 +83,10 @@ def _queued_after_failed_attempts(relay, provider: FakeUpstream, attempts: int =
 
 
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
-def test_route_authenticates_over_verified_tls(make_relay, start_provider, ca_file, monkeypatch, tls):
+def test_route_authenticates_over_verified_tls(relay_with_provider, ca_file, monkeypatch, tls):
     """With `tls`, `ca_file`, `username` and `password_env`, the route delivers over TLS it
     has verified and logs in as the configured user."""
+    start_provider, make_relay = relay_with_provider
     monkeypatch.setenv(PASSWORD_ENV, KEY)
     provider = start_provider(tls)
     relay = make_relay(**{"routes.provider": _route(provider, tls, ca_file=ca_file)})
@@ -75,9 +98,10 @@ def test_route_authenticates_over_verified_tls(make_relay, start_provider, ca_fi
     wait_until(lambda: relay.relay.spool.summaries() == [], what="the delivery to be recorded")
 
 
-def test_wrong_provider_password_leaves_the_message_queued(make_relay, start_provider, ca_file, monkeypatch):
+def test_wrong_provider_password_leaves_the_message_queued(relay_with_provider, ca_file, monkeypatch):
     """A provider refusing the route's password is retried, not bounced: the recipient
     stays queued with a 4xx reply, and no DSN goes to the sender."""
+    start_provider, make_relay = relay_with_provider
     monkeypatch.setenv(PASSWORD_ENV, "not-the-key")
     provider = start_provider("starttls")
     relay = make_relay(**{"routes.provider": _route(provider, "starttls", ca_file=ca_file)})
@@ -88,9 +112,10 @@ def test_wrong_provider_password_leaves_the_message_queued(make_relay, start_pro
     assert recipient.reply.startswith("4"), recipient.reply
 
 
-def test_untrusted_provider_certificate_leaves_the_message_queued(make_relay, start_provider, monkeypatch):
+def test_untrusted_provider_certificate_leaves_the_message_queued(relay_with_provider, monkeypatch):
     """Without `ca_file` the test CA is not trusted: the route refuses to talk to the
     provider (no credentials sent over unverified TLS) and the message stays queued."""
+    start_provider, make_relay = relay_with_provider
     monkeypatch.setenv(PASSWORD_ENV, KEY)
     provider = start_provider("implicit")
     relay = make_relay(**{"routes.provider": _route(provider, "implicit")})

@@ -41,12 +41,25 @@ def test_header_refusal_says_it_is_the_header_from():
     assert str(info.value.reply) == "550 5.7.1 You may not send as <sales@other.fr> (header From)"
 
 
-@pytest.mark.parametrize("header", [False, True])
-def test_address_without_at_is_refused(header):
-    """An address with no domain cannot be authorized."""
+def test_envelope_address_without_domain_is_a_syntax_error():
+    """MAIL FROM:<postmaster> is not an address relay can carry: 553 5.1.3."""
     with pytest.raises(PolicyError) as info:
-        authorize(APP, "postmaster", DOMAINS, header=header)
+        authorize(APP, "postmaster", DOMAINS)
+    assert (info.value.reply.code, info.value.reply.enhanced) == (553, "5.1.3")
+
+
+def test_header_from_without_domain_is_refused():
+    """A header From with no domain cannot be authorized: 550 naming it."""
+    with pytest.raises(PolicyError) as info:
+        authorize(APP, "postmaster", DOMAINS, header=True)
     assert info.value.reply.code == 550 and "<postmaster>" in info.value.reply.text
+
+
+def test_null_sender_is_refused_for_submission():
+    """Applications do not send DSNs: MAIL FROM:<> gets a clear 550 5.7.1."""
+    with pytest.raises(PolicyError) as info:
+        authorize(APP, "<>", DOMAINS)
+    assert info.value.reply.code == 550 and "null sender" in info.value.reply.text
 
 
 def test_allowed_but_unconfigured_domain():
