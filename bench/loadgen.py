@@ -138,6 +138,78 @@ def wait_machine_idle(min_idle: float = 0.9, max_wait_s: float = 60.0,
             return idle
 
 
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, utime+stime+cutime+cstime in clock ticks)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                st = f.read()
+        except OSError:
+            continue
+        f = st[st.rindex(b")") + 2:].split()
+        out[int(d)] = (int(f[1]), int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]))
+    return out
+
+
+def _has_env(pid: int, markers: list[bytes]) -> bool:
+    if not markers:
+        return False
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(m in env for m in markers)
+
+
+class ForeignCpu:
+    """Estimate CPU time used *by other people's processes* during a window, to
+    flag runs that shared the machine with someone else's load.
+
+    "Ours" = this process and its descendants, plus any process whose
+    environment contains one of own_env ("KEY=VALUE", e.g. Postfix's
+    MAIL_CONFIG=<config dir>, which all daemons of a private instance carry).
+    Foreign CPU = growth of utime+stime+cutime+cstime of every other process
+    alive at the end (the c* fields catch children that ran and were reaped in
+    between); kernel threads are not counted. Processes that lived only inside the window and whose parent is
+    gone are missed, so this is a lower bound."""
+
+    def __init__(self, own_env: list[str] | tuple[str, ...] = ()):
+        self.markers = [m.encode() for m in own_env]
+        self.me = os.getpid()
+        self.start = _proc_table()
+        self.t0 = time.monotonic()
+
+    def _ours(self, pid: int, table: dict[int, tuple[int, int]]) -> bool:
+        p, seen = pid, 0
+        while p > 1 and seen < 64:
+            if p == self.me:
+                return True
+            p = table.get(p, (0, 0))[0]
+            seen += 1
+        return _has_env(pid, self.markers)
+
+    def stop(self) -> dict:
+        end = _proc_table()
+        wall = time.monotonic() - self.t0
+        ticks = 0
+        for pid, (_pp, t) in end.items():
+            if pid in (1, 2) or _pp == 2 or self._ours(pid, end):
+                # init's c* times include reaped orphans of ours (e.g. postfix daemons);
+                # kernel threads (ppid 2) mostly do our block I/O and loopback softirqs
+                continue
+            ticks += max(0, t - self.start.get(pid, (0, 0))[1]) if pid in self.start else t
+        secs = ticks / _CLK
+        return {"foreign_cpu_s": round(secs, 2),
+                "foreign_cpu_frac": round(secs / max(1e-9, wall * (os.cpu_count() or 1)), 3)}
+
+
 # --------------------------------------------------------------------------- sink
 _REC = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
 
@@ -386,7 +458,8 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
             sessions: int = 20, per_session: int | None = 1, *,
             sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
             message_file: str | os.PathLike | None = None, timeout: float | None = None,
-            poll_s: float = 0.005, host: str = "127.0.0.1") -> dict:
+            poll_s: float = 0.005, host: str = "127.0.0.1",
+            own_env: list[str] | tuple[str, ...] = ()) -> dict:
     """Inject ``messages`` messages into host:target_port with smtp-source and
     wait until ``sink`` has counted all of them.
 
@@ -400,9 +473,14 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
         k > 1 = `sessions` workers, each running `smtp-source -d -s 1 -m k`
         repeatedly until all messages are sent.
     timeout: overall deadline in seconds (default 60 + messages/20).
+    own_env: "KEY=VALUE" markers of processes that belong to the system under
+        test although they are not our descendants (see ForeignCpu).
 
     Returns dict(messages, size_bytes, sessions, per_session, elapsed_s,
-    msgs_per_s, inject_s, mbytes_per_s). elapsed_s runs from just before
+    msgs_per_s, inject_s, mbytes_per_s, sink_count, foreign_cpu_s,
+    foreign_cpu_frac). foreign_cpu_frac is the share of the machine's CPU
+    capacity used by unrelated processes during the run: if it is not ~0 the
+    run was disturbed by other load. elapsed_s runs from just before
     smtp-source starts until the poll that sees the last message counted at the
     sink; inject_s is when smtp-source(s) finished (all messages accepted by the
     target). Raises LoadgenError on smtp-source failure, sink death or timeout."""
@@ -423,7 +501,7 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
     if per_session is not None and per_session <= 0:
         per_session = None
 
-    # (delay of smtp-source finishing, exception) shared with worker threads
+    # state shared with the smtp-source worker threads
     errors: list[BaseException] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -461,6 +539,7 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
         plan = [base + ["-d", "-s", str(sessions), "-m", str(messages), target]]
     else:
         plan = None
+    foreign = ForeignCpu(own_env)
     t0 = time.monotonic()
     try:
         if plan is not None:
@@ -514,6 +593,7 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
         "msgs_per_s": round(messages / elapsed, 2),
         "mbytes_per_s": round(messages * size_bytes / elapsed / 1e6, 3),
         "sink_count": sink.count() - before,
+        **foreign.stop(),
     }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,12 +48,25 @@ def load_signer(config: Config) -> Signer:
     return Signer(keys)
 
 
+def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
+    """Everything that can fail at start besides binding ports: keys and certificates."""
+    server = config.server
+    context = (tls.server_context(server.tls, config.spool.path, server.hostname)
+               if server.tls else None)
+    unreadable = [f"routes.{name}.ca_file: cannot read {route.ca_file}"
+                  for name, route in config.routes.items()
+                  if route.ca_file is not None and not os.access(route.ca_file, os.R_OK)]
+    if unreadable:
+        raise ConfigError(unreadable)
+    return load_signer(config), context
+
+
 class Relay:
     def __init__(self, config: Config, clock: Clock | None = None,
                  routes: dict[str, upstream.RouteClient] | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.signer = load_signer(config)
+        self.signer, context = preflight(config)
         self.spool = Spool(config.spool.path)
         self.routes = routes or {name: upstream.build(name, route, config.server.hostname)
                                  for name, route in config.routes.items()}
@@ -64,8 +79,6 @@ class Relay:
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
             on_queued=lambda message: self.delivery.wake())
-        context = (tls.server_context(server.tls, config.spool.path, server.hostname)
-                   if server.tls else None)
         self.listeners = Listeners(config, self.acceptance, context)
         self._stop = asyncio.Event()
 

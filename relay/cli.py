@@ -63,8 +63,8 @@ def cmd_serve(args) -> int:
 
 def cmd_check(args) -> int:
     config = _load(args.config)
-    from relay.app import load_signer
-    load_signer(config)
+    from relay.app import preflight
+    preflight(config)
     yaml.safe_dump(config_module.redacted(config), sys.stdout, sort_keys=False)
     print("configuration OK", file=sys.stderr)
     return 0

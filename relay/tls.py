@@ -14,18 +14,26 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from relay.config import TLSConfig
+from relay.errors import ConfigError
 
 log = logging.getLogger("relay")
 
 
 def server_context(tls: TLSConfig, state_dir: Path, hostname: str) -> ssl.SSLContext:
+    """The listeners' TLS context; an unusable file is a ConfigError naming its key."""
     if tls.self_signed:
         cert, key = ensure_self_signed(state_dir / "tls", hostname)
     else:
         cert, key = tls.certificate, tls.private_key
+        for name, path in (("certificate", cert), ("private_key", key)):
+            if not os.access(path, os.R_OK):
+                raise ConfigError([f"server.tls.{name}: cannot read {path}"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError([f"server.tls: {cert} and {key} are not a usable certificate and key ({exc})"]) from None
     return context
 
 

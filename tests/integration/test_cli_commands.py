@@ -92,6 +92,7 @@ def test_check_names_the_yaml_path_of_each_error(tmp_path, good_config, keys, va
 
 
 def test_check_of_a_missing_file_names_the_file(tmp_path):
+    """A configuration file that cannot be read: exit 1, one line naming the file and why."""
     result = relay_cli("check", "-c", str(tmp_path / "absent.yaml"))
     assert result.returncode == 1
     assert result.stderr.strip() == (f"relay: {tmp_path / 'absent.yaml'}: cannot read the "
@@ -99,7 +100,9 @@ def test_check_of_a_missing_file_names_the_file(tmp_path):
 
 
 def test_example_config_loads(monkeypatch):
-    """config/relay.example.yaml parses (its DKIM key files are placeholders, not loaded)."""
+    """config/relay.example.yaml parses with its secret in the environment, and names it without.
+
+    Its DKIM key paths are placeholders, so only the configuration is loaded, not the keys."""
     monkeypatch.setenv("BREVO_SMTP_KEY", "xkeysib-test")
     config = config_module.load(EXAMPLE)
     assert [l.name for l in config.server.listeners] == ["submission", "submissions", "local"]
@@ -116,6 +119,7 @@ def test_example_config_loads(monkeypatch):
 # --- relay users hash ----------------------------------------------------------------
 
 def test_users_hash_prints_a_hash_that_verifies_the_password():
+    """The password on stdin becomes a scrypt hash that checks it (and nothing else); empty is refused."""
     result = relay_cli("users", "hash", stdin="correct horse battery\n")
     assert result.returncode == 0, result.stderr
     stored = result.stdout.strip()

@@ -125,8 +125,8 @@ class Application:
         self.accepted: set[int] = set()
         self.unanswered: set[int] = set()      # connection lost: the outcome is unknown
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(range(i, MESSAGES, THREADS),))
-                        for i in range(THREADS)]
+        self.threads = [threading.Thread(target=self._run, args=(range(i, MESSAGES, THREADS),),
+                                         daemon=True) for i in range(THREADS)]
 
     def start(self) -> None:
         for thread in self.threads:
