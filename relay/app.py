@@ -3,7 +3,8 @@
 `Relay` builds every object from the config (the only place that does), starts the
 listeners and the delivery workers, and stops them in order on SIGTERM/SIGINT: stop
 accepting, let open SMTP transactions finish, let delivery attempts in progress finish,
-close the spool. Clock and route clients can be injected, which is how tests fake them.
+close the spool. Delivery runs in its own process (`outbound/process.py`); the clock is
+injected, which is how tests fake it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import os
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from relay import tls
 from relay.checks.admission import Admission
@@ -23,9 +23,7 @@ from relay.config import Config
 from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
-from relay.outbound import upstream
-from relay.outbound.retry import Backoff
-from relay.outbound.worker import Delivery
+from relay.outbound.process import DeliveryProcess
 from relay.signing.dkim import KeyError_, Signer, load_key
 from relay.spool.store import Spool
 
@@ -62,17 +60,13 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
 
 
 class Relay:
-    def __init__(self, config: Config, clock: Clock | None = None,
-                 routes: dict[str, upstream.RouteClient] | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.signer, context = preflight(config)
         self.spool = Spool(config.spool.path)
-        self.routes = routes or {name: upstream.build(name, route, config.server.hostname)
-                                 for name, route in config.routes.items()}
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
-        self.delivery = Delivery(config, self.spool, self.routes, self.signer, self.clock,
-                                 Backoff(config.spool.retry))
+        self.delivery = DeliveryProcess(config)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
@@ -85,9 +79,9 @@ class Relay:
     async def start(self) -> None:
         self.spool.start()
         await self.listeners.start()
-        self.delivery.start()
+        await self.delivery.start()
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
-                 len(self.listeners.servers), len(self.routes), len(self.config.domains),
+                 len(self.listeners.servers), len(self.config.routes), len(self.config.domains),
                  self.config.spool.path)
 
     def port(self, listener: str) -> int:

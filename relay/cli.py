@@ -48,13 +48,13 @@ def _write_private(path: Path, pem: bytes) -> None:
         out.write(pem)
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_serve(args) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     config = _load(args.config)
     from relay.app import run
     run(config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import ssl
 import warnings
 
@@ -40,9 +39,6 @@ _LIBRARY_REPLIES: list[tuple[str, Reply]] = [
     ("538 5.7.11", replies.R538_ENCRYPTION_REQUIRED),
     ("553 5.1.3", replies.R553_BAD_ADDRESS),
 ]
-
-
-_DOT_STUFFING = re.compile(rb"(?:\A|(?<=\r\n))\.")       # RFC 5321 §4.5.2
 
 
 class RelaySMTP(SMTP):
@@ -142,7 +138,9 @@ class RelaySMTP(SMTP):
                 del buffer[:-4]                     # keep what the end marker may span
         if limit and dropped + len(buffer) - 3 > limit:
             return None
-        return _DOT_STUFFING.sub(b"", bytes(buffer[:-3]))
+        # RFC 5321 §4.5.2: a line starting with "." lost its first character.
+        data = bytes(buffer[:-3]).replace(b"\r\n.", b"\r\n")
+        return data[1:] if data.startswith(b".") else data
 
     @property
     def in_transaction(self) -> bool:

@@ -22,7 +22,7 @@ from relay.checks import content
 from relay.clock import Clock
 from relay.config import Config
 from relay.events import Event, emit
-from relay.model import FINAL_STATES, QueuedMessage, Recipient, RecipientState, new_queue_id
+from relay.model import QueuedMessage, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
 from relay.outbound.upstream import RouteClient, RouteSession, RouteUnavailable, UpstreamReply

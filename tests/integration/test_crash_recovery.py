@@ -59,14 +59,16 @@ class RelayProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay.cli", "serve", "-c", str(self.config_file)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.config_file.parent)
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.config_file.parent,
+                start_new_session=True)
         wait_until(lambda: self.proc.poll() is not None or accepts_connections(self.port),
                    timeout=15, what="relay serve to listen")
         assert self.proc.poll() is None, f"relay serve exited:\n{self.tail()}"
         return self
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL the whole relay at once: listener and delivery processes."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> int:
@@ -180,7 +182,8 @@ def test_every_accepted_message_is_delivered_after_a_sigkill(tmp_path, relay_pro
     app = Application(relay.port)
     app.start()
 
-    wait_until(lambda: len(app.accepted) >= KILL_AFTER, timeout=30, what=f"{KILL_AFTER} accepted")
+    wait_until(lambda: len(app.accepted) >= KILL_AFTER and _seqs(slow_upstream), timeout=30,
+               what=f"{KILL_AFTER} accepted and deliveries under way")
     relay.kill()
     with app.lock:
         accepted_before_kill = set(app.accepted)

@@ -9,7 +9,6 @@ import smtplib
 import pytest
 
 from tests.conftest import PASSWORD, message, submit, wait_until
-from tests.conftest import _HASH as HASH
 
 
 def _deliver_marker(relay, upstream) -> None:
