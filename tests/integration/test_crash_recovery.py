@@ -127,6 +127,7 @@ class Application:
         self.accepted: set[int] = set()
         self.unanswered: set[int] = set()      # connection lost: the outcome is unknown
         self.lock = threading.Lock()
+        self.half_way = threading.Event()       # set by the test: the rest may be sent
         self.threads = [threading.Thread(target=self._run, args=(range(i, MESSAGES, THREADS),),
                                          daemon=True) for i in range(THREADS)]
 
@@ -142,6 +143,8 @@ class Application:
     def _run(self, seqs: range) -> None:
         client: smtplib.SMTP | None = None
         for seq in seqs:
+            if seq >= KILL_AFTER + THREADS:         # pace the load so the kill lands within it
+                self.half_way.wait(30)
             # One message in ten goes to slow@, whose DATA the provider takes 1.5 s to answer.
             rcpt = "slow@example.net" if seq % 10 == 0 else f"client+{seq}@example.net"
             try:
@@ -184,6 +187,9 @@ def test_every_accepted_message_is_delivered_after_a_sigkill(tmp_path, relay_pro
 
     wait_until(lambda: len(app.accepted) >= KILL_AFTER and _seqs(slow_upstream), timeout=30,
                what=f"{KILL_AFTER} accepted and deliveries under way")
+    app.half_way.set()
+    wait_until(lambda: len(app.accepted) >= KILL_AFTER + 2 * THREADS, timeout=30,
+               what="the load to resume")
     relay.kill()
     with app.lock:
         accepted_before_kill = set(app.accepted)
