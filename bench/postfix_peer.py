@@ -2,9 +2,10 @@
 
     from bench.postfix_peer import PostfixPeer
 
-    with PostfixPeer(listen_port=31025, upstream_port=32025, workdir="/tmp/x",
-                     key_pem_path="/tmp/x/dkim.key", domain="bench.example",
-                     selector="bench") as peer:
+    with PostfixPeer(listen_port=31025, upstream_port=32025,
+                     workdir="/var/lib/relay-bench/x",  # not under /tmp: see below
+                     key_pem_path="/var/lib/relay-bench/dkim.key",
+                     domain="bench.example", selector="bench") as peer:
         ...  # SMTP on 127.0.0.1:31025, signed mail goes to 127.0.0.1:32025
 
 The instance is fully private: its own config_directory, queue_directory and
@@ -42,13 +43,13 @@ Pitfalls handled here:
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
-import contextlib
 import subprocess
 import threading
 import time
@@ -442,7 +443,9 @@ SoftwareHeader          no
         self._postfix_started = True  # before: an interrupted start must still be stopped
         self._postfix_cmd("start")
         try:
-            wait_port(self.listen_port, self.start_timeout, banner=b"220")
+            # our own banner, so a foreign server on the same port is not mistaken for us
+            wait_port(self.listen_port, self.start_timeout,
+                      banner=f"220 relay.{self.domain} ESMTP".encode())
         except PeerError as e:
             raise PeerError(f"postfix did not come up: {e}\n{self._tail(self.maillog)}") from None
         self._master_pid = self._read_master_pid()

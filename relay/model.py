@@ -1,6 +1,7 @@
 """The nouns both pipelines share: who is sending, what was accepted, what became of it."""
 from __future__ import annotations
 
+import base64
 import enum
 import os
 import time
@@ -61,15 +62,13 @@ class QueuedMessage:
         return [r for r in self.recipients if r.state is RecipientState.QUEUED]
 
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# RFC 4648 base32 digits, rewritten as Crockford's (whose order is also ASCII order).
+_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def new_queue_id(now: float | None = None) -> str:
-    """A short, time-ordered, unique id (milliseconds + 40 random bits, Crockford base32)."""
+    """A short, time-ordered, unique id: 48 bits of milliseconds and 32 random bits, as 16
+    Crockford base32 characters."""
     millis = int((now if now is not None else time.time()) * 1000)
-    value = (millis << 40) | int.from_bytes(os.urandom(5), "big")
-    out = []
-    while value:
-        value, rem = divmod(value, 32)
-        out.append(_ALPHABET[rem])
-    return "".join(reversed(out))
+    raw = millis.to_bytes(6, "big") + os.urandom(4)
+    return base64.b32encode(raw).translate(_CROCKFORD).decode()

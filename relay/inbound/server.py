@@ -13,6 +13,9 @@ import logging
 import ssl
 import warnings
 
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
+
 from aiosmtpd.smtp import SMTP, syntax
 
 from relay import replies
@@ -95,6 +98,17 @@ class RelaySMTP(SMTP):
                     status = str(reply.format(limit=self._max_size))
                     break
         await super().push(status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, without the class it defines on every call."""
+        if not arg:
+            return "", ""
+        try:
+            parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+            address, rest = parse(arg)
+        except HeaderParseError:
+            return None, None
+        return address.addr_spec, rest
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
