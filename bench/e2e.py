@@ -102,10 +102,10 @@ def verify(work: Path, key: Path, pub: Path, size: int) -> None:
     """A small batch through each peer into a dumping sink; every message must verify."""
     for name in ("relay", "postfix"):
         up = free_port()
-        dumps = work / f"verify-{name}"
+        dumps = work / f"dump-{name}"
         sink = start_sink(up, workdir=work / f"verify-sink-{name}", dump_dir=dumps)
         try:
-            peer = (RelayPeer(up, work / f"verify-relay", key) if name == "relay" else
+            peer = (RelayPeer(up, work / "verify-relay-peer", key) if name == "relay" else
                     PostfixPeer(free_port(), up, work / "verify-postfix", key, DOMAIN, SELECTOR))
             with peer:
                 port = peer.port if name == "relay" else peer.listen_port
