@@ -7,68 +7,18 @@ in the spool and is delivered by the next start.
 """
 from __future__ import annotations
 
-import signal
 import smtplib
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.processes import RelayProcess, accepts_connections, free_port
 from tests.conftest import message, submit, wait_until
 
 EXIT_DEADLINE = 10.0        # seconds from SIGTERM to exit
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-class RelayProcess:
-    """`relay serve -c FILE` as a child process, its output in a log file."""
-
-    def __init__(self, config_file: Path, port: int) -> None:
-        self.config_file = config_file
-        self.port = port
-        self.log = config_file.parent / "relay.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RelayProcess":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "serve", "-c", str(self.config_file)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.config_file.parent)
-        wait_until(lambda: self.proc.poll() is not None or accepts_connections(self.port),
-                   timeout=15, what="relay serve to listen")
-        assert self.proc.poll() is None, f"relay serve exited:\n{self.tail()}"
-        return self
-
-    def terminate(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
