@@ -19,7 +19,10 @@ from relay import tls
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
 from relay.clock import Clock, SystemClock
+from relay.checks.spf import SpfEvaluator
+from relay.checks.spf_gate import SpfGate
 from relay.config import Config
+from relay.dns import DnsResolver, Resolver
 from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
@@ -60,9 +63,11 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
 
 
 class Relay:
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self.resolver = resolver or DnsResolver(config.dns.nameservers, config.dns.timeout, self.clock)
         self.signer, context = preflight(config)
         self.spool = Spool(config.spool.path)
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
@@ -72,6 +77,7 @@ class Relay:
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock),
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
         self._stop = asyncio.Event()

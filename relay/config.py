@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,39 @@ class Domain(Strict):
     dkim: list[DkimKey] = []
 
 
+class SpfPolicy(Strict):
+    """What relay checks of a sender domain's SPF before accepting mail for this route."""
+    mode: Literal["enforce", "warn", "off"] = "enforce"
+    egress_ips: list[str] = []        # the route's representative sending IPs
+    include: str | None = None        # what domain owners add (`include:spf.brevo.com`)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpfPolicy":
+        for ip in self.egress_ips:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"egress_ips: {ip!r} is not an IP address") from None
+        if self.mode != "off" and not self.egress_ips:
+            raise ValueError("egress_ips: at least one address is needed unless mode is off")
+        return self
+
+
+class Dns(Strict):
+    nameservers: list[str] = []       # empty: the system resolver; "127.0.0.1:5353" allowed
+    timeout: Duration = 5.0           # per query, and for a whole SPF evaluation
+
+    @model_validator(mode="after")
+    def _check(self) -> "Dns":
+        for spec in self.nameservers:
+            host = spec.strip("[]").rsplit(":", 1)[0] if spec.count(":") == 1 or spec.startswith("[") else spec
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"nameservers: {spec!r} is not an address or address:port") from None
+        return self
+
+
 class Route(Strict):
     host: str | None = None
     port: int = Field(default=587, ge=1, le=65535)
@@ -132,6 +166,7 @@ class Route(Strict):
     timeout: Duration = 60.0
     headers: dict[str, str] = {}
     outbox: Path | None = None   # write each message as an .eml file instead of sending it
+    spf: SpfPolicy | None = None  # none: relay does not check senders' SPF for this route
 
     @model_validator(mode="after")
     def _check(self) -> "Route":
@@ -147,6 +182,7 @@ class Route(Strict):
 
 class Config(Strict):
     server: Server
+    dns: Dns = Field(default_factory=Dns)
     spool: Spool = Field(default_factory=Spool)
     users: list[User] = []
     domains: dict[str, Domain] = {}
@@ -214,6 +250,8 @@ def _messages(error: ValidationError) -> list[str]:
         # validators of a whole section name the exact key themselves ("server.tls: ...")
         if not loc or msg.startswith(path + ".") or msg.startswith(path + ":"):
             lines.append(msg)
+        elif re.match(r"^[a-z_]+: ", msg):                  # "egress_ips: ..." of a section
+            lines.append(f"{path}.{msg}")
         else:
             lines.append(f"{path}: {msg}")
     return lines

@@ -62,6 +62,10 @@ R550_NULL_SENDER = Reply(550, "5.7.1", "The null sender <> is not accepted for s
 R250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 R550_SENDER_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}>")
 R550_DOMAIN_UNKNOWN = Reply(550, "5.7.1", "Domain {domain} is not configured on this relay")
+R550_SPF_NOT_AUTHORIZED = Reply(550, "5.7.23", "SPF of {domain} does not authorize route {route} "
+                                "(result {result}): {fix}")
+R550_SPF_PERMERROR = Reply(550, "5.5.2", "SPF record of {domain} is broken: {problem}")
+R451_SPF_TEMPERROR = Reply(451, "4.4.3", "Cannot check the SPF of {domain} now (DNS), try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 

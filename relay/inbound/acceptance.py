@@ -3,7 +3,9 @@
 1. connect    admission limits (421 4.7.0); a client inside a user's `networks` is that user
 2. AUTH       only after TLS (the server enforces it); credentials -> principal (535 5.7.8);
               failures from one address are slowed, then refused for a while (454 4.7.0)
-3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1)
+3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1);
+              the domain's SPF authorizes the route that will carry it (550 5.7.23, 550 5.5.2
+              for a broken record, 451 4.4.3 when DNS cannot say)
 4. RCPT TO    recipient count limit (452 4.5.3)
 5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
               principal may use (550 5.6.0 / 550 5.7.1); Date and Message-ID added when
@@ -24,6 +26,7 @@ from relay import replies
 from relay.checks import content, sender
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
+from relay.checks.spf_gate import SpfGate
 from relay.clock import Clock
 from relay.config import Config
 from relay.errors import PolicyError, TemporaryError
@@ -53,7 +56,7 @@ class SessionState:
 class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
-                 on_queued=lambda message: None) -> None:
+                 spf_gate: SpfGate, on_queued=lambda message: None) -> None:
         self.config = config
         self.users = users
         self.throttle = throttle
@@ -62,6 +65,7 @@ class Acceptance:
         self.spool = spool
         self.clock = clock
         self.signing_pool = signing_pool
+        self.spf_gate = spf_gate
         self.on_queued = on_queued
 
     # 1. connect
@@ -87,10 +91,12 @@ class Acceptance:
         return principal
 
     # 3. MAIL FROM
-    def mail_from(self, session: SessionState, address: str) -> Reply:
+    async def mail_from(self, session: SessionState, address: str) -> Reply:
         if session.principal is None:
             raise PolicyError(replies.R530_AUTH_REQUIRED)
-        session.sender_domain = sender.authorize(session.principal, address, self.config.domains)
+        domain = sender.authorize(session.principal, address, self.config.domains)
+        await self.spf_gate.authorize(domain, self.config.domains[domain].route)
+        session.sender_domain = domain
         session.recipients = 0
         return replies.R250_SENDER_OK
 

@@ -40,7 +40,7 @@ class Handler:
 
     async def handle_MAIL(self, server, session, envelope, address: str, options: list[str]) -> str:
         try:
-            reply = self.acceptance.mail_from(self.state(session), address)
+            reply = await self.acceptance.mail_from(self.state(session), address)
         except Exception as exc:
             return self._refuse(session, "MAIL", exc, address)
         envelope.mail_from = address

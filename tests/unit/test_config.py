@@ -226,7 +226,7 @@ def test_user_networks_must_be_ip_networks():
     """A typo in a trusted network is an error at load."""
     data = with_(MINIMAL, users=[{"username": "u", "networks": ["10.0.0.0/8", "lan"],
                                   "senders": ["a.fr"]}])
-    assert errors_of(data) == ["users[0]: networks: 'lan' is not an IP network"]
+    assert errors_of(data) == ["users[0].networks: 'lan' is not an IP network"]
 
 
 @pytest.mark.parametrize("route", [{"port": 25}, {"host": "h", "outbox": "out"}])
