@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from relay.errors import ConfigError
 from relay.units import parse_duration, parse_size
@@ -187,6 +188,14 @@ class Config(Strict):
     users: list[User] = []
     domains: dict[str, Domain] = {}
     routes: dict[str, Route] = {}
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _lower_domains(cls, value: object) -> object:
+        """Domain names are case-insensitive: `Acme.FR:` configures acme.fr."""
+        if isinstance(value, dict):
+            return {str(k).lower().rstrip("."): v for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> "Config":

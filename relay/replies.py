@@ -54,6 +54,7 @@ R500_LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
 R500_COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
 R500_BAD_SYNTAX = Reply(500, "5.5.2", "Syntax error")
 R553_BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")
+R553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter")
 
 # --- MAIL FROM / RCPT TO -----------------------------------------------------------
 R250_OK = Reply(250, "2.0.0", "OK")
@@ -68,6 +69,17 @@ R550_SPF_PERMERROR = Reply(550, "5.5.2", "SPF record of {domain} is broken: {pro
 R451_SPF_TEMPERROR = Reply(451, "4.4.3", "Cannot check the SPF of {domain} now (DNS), try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+
+R250_RESET = Reply(250, "2.0.0", "Reset OK")
+R501_BAD_AUTH_RESPONSE = Reply(501, "5.5.2", "Cannot decode the AUTH response")
+R503_NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+R501_DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA")
+R354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+# --- what relay writes as the route's answer when the route gave none -------------------
+R451_ROUTE_UNAVAILABLE = Reply(451, "4.4.1", "{detail}")
+R250_WRITTEN_TO_OUTBOX = Reply(250, "2.0.0", "written to {name}")
+R553_ROUTE_NO_SMTPUTF8 = Reply(553, "5.6.7", "The route does not support SMTPUTF8")
 
 # --- DATA ---------------------------------------------------------------------------
 R552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this relay ({limit} bytes at most)")

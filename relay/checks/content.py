@@ -7,6 +7,7 @@ out (RFC 5322 §3.6.1, §3.6.4). Works on bytes: 8-bit header content passes thr
 """
 from __future__ import annotations
 
+import datetime
 import email.utils
 import re
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from relay.errors import PolicyError
 
 Header = tuple[bytes, bytes]   # (name, raw value after the colon, without the final CRLF)
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")     # printable ASCII except colon (RFC 5322 §2.2)
 
 
@@ -37,8 +38,11 @@ class Parsed:
 
 
 def normalize_line_endings(data: bytes) -> bytes:
-    if data.count(b"\n") != data.count(b"\r\n"):
-        data = _BARE_LF.sub(b"\r\n", data)
+    """Bare LF and bare CR become CRLF, as they will on the wire (aiosmtplib does the same),
+    so that the DKIM signature covers the bytes the provider receives."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = _LINE_END.sub(b"\r\n", data)
     return data
 
 
@@ -83,14 +87,21 @@ def parse(data: bytes) -> Parsed:
     addresses = [a for _, a in email.utils.getaddresses([text]) if a]
     if len(addresses) != 1 or "@" not in addresses[0]:
         raise PolicyError(replies.R550_BAD_FROM)
+    if not addresses[0].isprintable():      # undecodable 8-bit or control characters
+        raise PolicyError(replies.R550_BAD_FROM, "From address is not valid UTF-8")
     return Parsed(headers, body, addresses[0])
+
+
+def rfc5322_date(now: float) -> str:
+    """`Sun, 22 Nov 2026 16:03:40 +0000` (UTC, said as such: not `-0000`, "zone unknown")."""
+    return email.utils.format_datetime(datetime.datetime.fromtimestamp(now, datetime.timezone.utc))
 
 
 def add_missing(parsed: Parsed, queue_id: str, now: float) -> None:
     """Add Date and Message-ID when the application did not (RFC 5322 §3.6)."""
     names = {n.lower() for n, _ in parsed.headers}
     if b"date" not in names:
-        parsed.headers.append((b"Date", b" " + email.utils.formatdate(now).encode()))
+        parsed.headers.append((b"Date", b" " + rfc5322_date(now).encode()))
     if b"message-id" not in names:
         domain = parsed.from_address.rpartition("@")[2].encode("utf-8", "surrogateescape")
         parsed.headers.append((b"Message-ID", b" <" + queue_id.encode() + b"@" + domain + b">"))
@@ -100,7 +111,8 @@ def received(helo: str, ip: str, hostname: str, protocol: str, queue_id: str,
              recipients: list[str], now: float) -> bytes:
     """The trace field of RFC 5321 §4.4 (recipient named only when there is one)."""
     helo = re.sub(r"[^A-Za-z0-9.\-\[\]:_]", "", helo)[:100] or "unknown"
+    literal = f"IPv6:{ip}" if ":" in ip else ip                  # RFC 5321 §4.1.3
     for_clause = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
-    text = (f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (relay) with {protocol}"
-            f" id {queue_id}{for_clause};\r\n\t{email.utils.formatdate(now)}\r\n")
+    text = (f"Received: from {helo} ([{literal}])\r\n\tby {hostname} (relay) with {protocol}"
+            f" id {queue_id}{for_clause};\r\n\t{rfc5322_date(now)}\r\n")
     return text.encode("utf-8", "surrogateescape")

@@ -5,17 +5,31 @@ domain must have a `domains:` entry, since that is where its route and DKIM keys
 """
 from __future__ import annotations
 
+import re
+
 from relay import replies
 from relay.config import Domain
 from relay.errors import PolicyError
 from relay.model import Principal
 
 
-def check_syntax(address: str) -> None:
-    """An address must be local@domain (RFC 5321 §4.1.2); 553 5.1.3 otherwise."""
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or "." not in domain.strip("[]") and not domain.startswith("["):
-        raise PolicyError(replies.R553_BAD_ADDRESS, f"malformed address {address!r}")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ASCII_MAILBOX = re.compile(rf"^{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}(?:\.{_LABEL})+|\[[A-Za-z0-9.:]+\])$")
+_UTF8_MAILBOX = re.compile(r"^[^\x00-\x20\x7f()<>\[\]:;@\\,\"]+@[^\x00-\x20\x7f()<>\[\]:;@\\,\"]+\.[^\x00-\x20\x7f()<>\[\]:;@\\,\".]+$")
+
+
+def check_syntax(address: str, smtputf8: bool = False) -> None:
+    """An address must be a plain Mailbox (RFC 5321 §4.1.2: dot-atom local part, host name
+    or address literal); no quoting, no control characters, so nothing can ride along into
+    a header or an upstream command. Non-ASCII needs SMTPUTF8 (RFC 6531)."""
+    if _ASCII_MAILBOX.match(address):
+        return
+    if not address.isascii() and _UTF8_MAILBOX.match(address):
+        if smtputf8:
+            return
+        raise PolicyError(replies.R553_NEEDS_SMTPUTF8, f"non-ASCII address {address!r} without SMTPUTF8")
+    raise PolicyError(replies.R553_BAD_ADDRESS, f"malformed address {address!r}")
 
 
 def domain_of(address: str) -> str:
@@ -23,12 +37,12 @@ def domain_of(address: str) -> str:
 
 
 def authorize(principal: Principal, address: str, domains: dict[str, Domain],
-              header: bool = False) -> str:
+              header: bool = False, smtputf8: bool = False) -> str:
     """Return the sender domain of `address`, or raise 550 5.7.1 naming the refused address."""
     if not header:
         if address in ("", "<>"):
             raise PolicyError(replies.R550_NULL_SENDER)
-        check_syntax(address)
+        check_syntax(address, smtputf8)
     elif "@" not in address:
         raise PolicyError(replies.R550_FROM_REFUSED.format(address=address))
     if not principal.may_send_as(address):

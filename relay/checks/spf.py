@@ -150,7 +150,7 @@ class SpfEvaluator:
             return await self._address_matches(state, target, cidr4, cidr6)
         if name == "mx":
             answer = await self._lookup(state, target, "MX")
-            hosts = [r.split()[1] for r in answer.records]
+            hosts = [h for h in (r.split()[-1] for r in answer.records) if h not in ("@", ".", "")]
             if len(hosts) > MAX_MX_OR_PTR_NAMES:
                 raise _PermError(f"mx:{target} has more than {MAX_MX_OR_PTR_NAMES} MX hosts")
             for host in hosts:
@@ -168,13 +168,20 @@ class SpfEvaluator:
         return any(_address(r) in network for r in answer.records if _address(r))
 
     async def _ptr_matches(self, state: _State, target: str) -> bool:
-        answer = await self._lookup(state, state.ip.reverse_pointer, "PTR", void_counts=False)
+        """§5.5: DNS errors here make the mechanism not match; they are not temperrors."""
+        try:
+            answer = await self._lookup(state, state.ip.reverse_pointer, "PTR", void_counts=False)
+        except _TempError:
+            return False
         for name in answer.records[:MAX_MX_OR_PTR_NAMES]:
             name = name.lower()
             if not (name == target or name.endswith("." + target)):
                 continue
-            if await self._address_matches(state, name, 32, 128, void_counts=False):
-                return True
+            try:
+                if await self._address_matches(state, name, 32, 128, void_counts=False):
+                    return True
+            except _TempError:
+                continue
         return False
 
     # --- helpers ----------------------------------------------------------------------
@@ -236,19 +243,33 @@ class SpfEvaluator:
                 parts = parts[-int(digits):]
             return ".".join(parts)
 
-        if re.search(r"%(?![{%_-])", spec):
-            raise _PermError(f"bad macro in {spec!r}")
+        _check_macros(spec)
         expanded = _MACRO.sub(one, spec).rstrip(".")
         while len(expanded) > 253 and "." in expanded:       # §7.3: drop labels from the left
             expanded = expanded.split(".", 1)[1]
         return expanded.lower()
 
 
+def _check_macros(spec: str) -> None:
+    """Every % must begin a macro of §7.1 (letters s l o d i p h v, and %% %_ %-)."""
+    if "%" in _MACRO.sub("", spec):
+        raise _PermError(f"bad macro in {spec!r}")
+    for letter in re.findall(r"%\{([a-z])", spec, re.IGNORECASE):
+        if letter.lower() not in "slodiphv":
+            raise _PermError(f"macro %{{{letter}}} is not allowed here")
+
+
 def _parse(term: str) -> tuple[str, str, str, str]:
-    """-> (kind, qualifier, name, argument) or PermError."""
+    """-> (kind, qualifier, name, argument) or PermError: a syntax error anywhere in the
+    record makes it a permerror, even after a matching term (§4.6)."""
     modifier = _MODIFIER.match(term)
     if modifier:
-        return "modifier", "", modifier.group(1).lower(), modifier.group(2)
+        name, value = modifier.group(1).lower(), modifier.group(2)
+        if name in ("redirect", "exp"):
+            if not value:
+                raise _PermError(f"{name} needs a domain: {term!r}")
+            _check_macros(value)
+        return "modifier", "", name, value
     qualifier = term[0] if term[:1] in _QUALIFIERS else "+"
     body = term[1:] if term[:1] in _QUALIFIERS else term
     match = _MECHANISM.match(body)
@@ -261,6 +282,19 @@ def _parse(term: str) -> tuple[str, str, str, str]:
         raise _PermError(f"{name} needs an argument: {term!r}")
     if name in ("ip4", "ip6"):
         _network(name, arg)                       # validate now: a bad network is a permerror
+    elif name in ("include", "exists"):
+        _check_macros(arg[1:])
+    elif name in ("a", "mx", "ptr"):
+        match = _DOMAIN_CIDR.match(arg)
+        if not match or (arg.startswith(":") and not match.group(1)):
+            raise _PermError(f"cannot parse {term!r}")
+        spec, cidr4, cidr6 = match.groups()
+        if name == "ptr" and (cidr4 or cidr6):
+            raise _PermError(f"ptr takes no prefix length: {term!r}")
+        if int(cidr4 or 32) > 32 or int(cidr6 or 128) > 128:
+            raise _PermError(f"bad prefix length in {term!r}")
+        if spec:
+            _check_macros(spec)
     return "mechanism", qualifier, name, arg
 
 

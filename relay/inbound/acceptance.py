@@ -50,6 +50,8 @@ class SessionState:
     sender_domain: str = ""
     recipients: int = 0
     via_auth: bool = False
+    smtputf8: bool = False
+    queue_id: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -91,10 +93,12 @@ class Acceptance:
         return principal
 
     # 3. MAIL FROM
-    async def mail_from(self, session: SessionState, address: str) -> Reply:
+    async def mail_from(self, session: SessionState, address: str, smtputf8: bool = False) -> Reply:
         if session.principal is None:
             raise PolicyError(replies.R530_AUTH_REQUIRED)
-        domain = sender.authorize(session.principal, address, self.config.domains)
+        session.smtputf8 = smtputf8
+        domain = sender.authorize(session.principal, address, self.config.domains,
+                                  smtputf8=smtputf8)
         await self.spf_gate.authorize(domain, self.config.domains[domain].route)
         session.sender_domain = domain
         session.recipients = 0
@@ -102,7 +106,7 @@ class Acceptance:
 
     # 4. RCPT TO
     def rcpt_to(self, session: SessionState, address: str) -> Reply:
-        sender.check_syntax(address)
+        sender.check_syntax(address, session.smtputf8)
         if session.recipients >= self.config.server.max_recipients:
             raise TemporaryError(replies.R452_TOO_MANY_RECIPIENTS)
         session.recipients += 1
@@ -113,7 +117,7 @@ class Acceptance:
                    data: bytes, mail_options: list[str]) -> Reply:
         assert session.principal is not None
         now = self.clock.now()
-        queue_id = new_queue_id(now)
+        queue_id = session.queue_id = new_queue_id(now)
         parsed = content.parse(data)
         domain = sender.authorize(session.principal, parsed.from_address, self.config.domains,
                                   header=True)

@@ -13,6 +13,7 @@ import secrets
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
+from relay import replies
 from relay.errors import RelayError, reply_for
 from relay.events import Event, emit
 from relay.inbound.acceptance import Acceptance, SessionState
@@ -40,7 +41,8 @@ class Handler:
 
     async def handle_MAIL(self, server, session, envelope, address: str, options: list[str]) -> str:
         try:
-            reply = await self.acceptance.mail_from(self.state(session), address)
+            reply = await self.acceptance.mail_from(self.state(session), address,
+                                                    smtputf8="SMTPUTF8" in options)
         except Exception as exc:
             return self._refuse(session, "MAIL", exc, address)
         envelope.mail_from = address
@@ -63,11 +65,13 @@ class Handler:
                 envelope.original_content, list(envelope.mail_options))
         except Exception as exc:
             return self._refuse(session, "DATA", exc, envelope.mail_from)
+        finally:
+            self.state(session).queue_id = ""
         return str(reply)
 
     async def handle_RSET(self, server, session, envelope) -> str:
         self.state(session).recipients = 0
-        return "250 2.0.0 OK"
+        return str(replies.R250_RESET)
 
     async def handle_exception(self, error: Exception) -> str:
         return str(reply_for(error, secrets.token_hex(4)))
@@ -82,9 +86,12 @@ class Handler:
             blob = _b64(args[1])
         parts = blob.split(b"\x00") if blob is not None else []
         if len(parts) != 3:
-            await server.push("501 5.5.2 Cannot decode the AUTH PLAIN response")
+            await server.push(str(replies.R501_BAD_AUTH_RESPONSE))
             return AuthResult(success=False, handled=True)
-        return await self._authenticate(server, parts[1], parts[2])
+        authzid, login, password = parts
+        if authzid and authzid != login:        # RFC 4616 §2: no acting as another user
+            return AuthResult(success=False, handled=False)
+        return await self._authenticate(server, login, password)
 
     async def auth_LOGIN(self, server, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -92,7 +99,7 @@ class Handler:
         else:
             login = _b64(args[1])
         if login is None:
-            await server.push("501 5.5.2 Cannot decode the AUTH LOGIN response")
+            await server.push(str(replies.R501_BAD_AUTH_RESPONSE))
             return AuthResult(success=False, handled=True)
         if login is MISSING:
             return AuthResult(success=False, handled=True)
@@ -113,8 +120,8 @@ class Handler:
         return AuthResult(success=True, auth_data=principal)
 
     def _refuse(self, session, command: str, exc: Exception, address: str | None) -> str:
-        reply = reply_for(exc, secrets.token_hex(4))
         state = self.state(session)
+        reply = reply_for(exc, state.queue_id or secrets.token_hex(4))
         user = state.principal.username if state.principal else None
         detail = exc.detail if isinstance(exc, RelayError) else ""
         emit(Event.REJECTED, command=command, ip=state.ip, user=user, reply=str(reply),

@@ -119,12 +119,12 @@ class RelaySMTP(SMTP):
         if await self.check_helo_needed():
             return
         if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
+            await self.push(str(replies.R503_NEED_RCPT))
             return
         if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
+            await self.push(str(replies.R501_DATA_SYNTAX))
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(str(replies.R354_START_DATA))
         data = await self._read_data()
         if data is None:
             await self.push(str(replies.R552_TOO_BIG.format(limit=self._max_size)))

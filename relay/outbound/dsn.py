@@ -9,10 +9,10 @@ so the domain's DKIM keys sign it like any other message of the domain.
 """
 from __future__ import annotations
 
-import email.utils
 import os
 import re
 
+from relay.checks.content import rfc5322_date
 from relay.model import QueuedMessage, Recipient, RecipientState
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
@@ -41,7 +41,7 @@ def build(original: QueuedMessage, failed: list[Recipient], reporting_mta: str,
         f"To: <{original.mail_from}>",
         "Subject: " + ("Delivery delayed too long, giving up" if expired
                        else "Undelivered Mail Returned to Sender"),
-        f"Date: {email.utils.formatdate(now)}",
+        f"Date: {rfc5322_date(now)}",
         f"Message-ID: <{original.id}.dsn.{os.urandom(4).hex()}@{domain}>",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -61,7 +61,7 @@ def build(original: QueuedMessage, failed: list[Recipient], reporting_mta: str,
     lines += ["", f"--{boundary}", "Content-Type: message/delivery-status", "",
               f"Reporting-MTA: dns; {reporting_mta}",
               f"X-Relay-Queue-ID: {original.id}",
-              f"Arrival-Date: {email.utils.formatdate(original.created)}", ""]
+              f"Arrival-Date: {rfc5322_date(original.created)}", ""]
     for r in failed:
         action = "failed"
         lines += [f"Final-Recipient: rfc822; {r.address}", f"Action: {action}",

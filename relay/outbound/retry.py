@@ -14,4 +14,6 @@ class Backoff:
     def delay(self, attempts: int) -> float:
         """Seconds before attempt number `attempts + 1`; +-20% jitter spreads retries out."""
         base = self.policy.initial * (2 ** min(max(attempts - 1, 0), 32))
-        return min(base * self.rng.uniform(0.8, 1.2), self.policy.max)
+        if base * 1.2 >= self.policy.max:      # at the cap: spread below it, never above
+            return self.policy.max * self.rng.uniform(0.8, 1.0)
+        return base * self.rng.uniform(0.8, 1.2)

@@ -23,6 +23,8 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Route
+from relay import replies
+from relay.replies import Reply
 
 log = logging.getLogger("relay.upstream")
 
@@ -34,6 +36,14 @@ class UpstreamReply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
+
+    @classmethod
+    def of(cls, reply: Reply) -> "UpstreamReply":
+        """The answer relay records itself when the route gave none of its own."""
+        return cls(reply.code, f"{reply.enhanced} {reply.text}")
+
+
+_NO_SMTPUTF8 = UpstreamReply.of(replies.R553_ROUTE_NO_SMTPUTF8)
 
 
 class RouteUnavailable(Exception):
@@ -101,6 +111,10 @@ class SmtpSession:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             await self.close()
             raise RouteUnavailable(f"{self.client.description}: {_describe(exc)}") from exc
+        except Exception as exc:              # never reuse a session left mid-transaction
+            await self.close()
+            log.exception("unexpected failure talking to %s", self.client.description)
+            raise RouteUnavailable(f"{self.client.description}: {type(exc).__name__}") from exc
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str],
                            body: bytes, options: list[str]) -> list[UpstreamReply]:
@@ -116,26 +130,26 @@ class SmtpSession:
             return [UpstreamReply(exc.code, exc.message)] * len(recipients)
         except UnicodeEncodeError:
             await _reset(smtp)
-            return [UpstreamReply(553, "5.6.7 The route does not support SMTPUTF8")] * len(recipients)
-        replies: list[UpstreamReply | None] = []
+            return [_NO_SMTPUTF8] * len(recipients)
+        answers: list[UpstreamReply | None] = []
         for rcpt in recipients:
             try:
                 await smtp.rcpt(rcpt, encoding=encoding)
-                replies.append(None)
+                answers.append(None)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                replies.append(UpstreamReply(exc.code, exc.message))
+                answers.append(UpstreamReply(exc.code, exc.message))
             except UnicodeEncodeError:
-                replies.append(UpstreamReply(553, "5.6.7 The route does not support SMTPUTF8"))
-        if all(r is not None for r in replies):
+                answers.append(_NO_SMTPUTF8)
+        if all(r is not None for r in answers):
             await _reset(smtp)
-            return replies  # type: ignore[return-value]
+            return answers  # type: ignore[return-value]
         try:
             response = await smtp.data(body)
             accepted = UpstreamReply(response.code, response.message)
         except aiosmtplib.SMTPDataError as exc:
             accepted = UpstreamReply(exc.code, exc.message)
             await _reset(smtp)
-        return [r if r is not None else accepted for r in replies]
+        return [r if r is not None else accepted for r in answers]
 
     async def close(self) -> None:
         smtp, self.smtp = self.smtp, None
@@ -188,7 +202,7 @@ class OutboxSession:
             name = await asyncio.to_thread(self._write, mail_from, recipients, body)
         except OSError as exc:
             raise RouteUnavailable(f"outbox {self.directory}: {exc.strerror}") from exc
-        return [UpstreamReply(250, f"2.0.0 written to {name}")] * len(recipients)
+        return [UpstreamReply.of(replies.R250_WRITTEN_TO_OUTBOX.format(name=name))] * len(recipients)
 
     def _write(self, mail_from: str, recipients: list[str], body: bytes) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)

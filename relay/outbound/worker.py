@@ -26,12 +26,14 @@ from relay.model import QueuedMessage, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
 from relay.outbound.upstream import RouteClient, RouteSession, RouteUnavailable, UpstreamReply
+from relay.replies import R451_ROUTE_UNAVAILABLE
 from relay.signing.dkim import Signer
 from relay.spool.store import Spool
 
 log = logging.getLogger("relay.delivery")
 
 _IDLE_CLOSE = 30.0        # close a route session unused this long
+_COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits this long
 
 
 class Delivery:
@@ -46,6 +48,7 @@ class Delivery:
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
+        self._cooldown: dict[str, float] = {}       # not before: messages that failed oddly
         self._queues: dict[str, asyncio.Queue[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -54,8 +57,8 @@ class Delivery:
     async def deliver(self, message_id: str, session: RouteSession) -> None:
         """Steps 2-5 for one message (see the module docstring)."""
         message = await self.spool.load(message_id)
-        if message is None:
-            return
+        if message is None or message.next_attempt > self.clock.now():
+            return                     # deleted meanwhile, or already deferred again
         route = self.routes[message.route]
         pending = message.pending()
         message.attempts += 1
@@ -65,11 +68,15 @@ class Delivery:
             answers = await session.send(message.mail_from, [r.address for r in pending],
                                          message.body, message.mail_options)
         except RouteUnavailable as exc:
-            answers = [UpstreamReply(451, f"4.4.1 {exc}")] * len(pending)
+            answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(pending)
         now = self.clock.now()
         self._classify(message, pending, answers, now)
         failed = [r for r in pending if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
-        dsns = [self._dsn(message, failed, route.description, now)] if failed and message.mail_from else []
+        dsns = []
+        if failed and message.mail_from:
+            loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
+            dsns.append(await loop.run_in_executor(
+                None, self._dsn, message, failed, route.description, now))
         await self.spool.record_attempt(message, dsns)
         for extra in dsns:
             emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, to=None, rcpts=len(failed))
@@ -100,10 +107,14 @@ class Delivery:
         body = dsn.build(original, failed, self.config.server.hostname, route_description, now)
         parsed = content.parse(body)
         signatures = self.signer.sign(original.domain, parsed.headers, parsed.body, now)
+        body = parsed.serialize(signatures)
+        options = [] if original.mail_from.isascii() else ["SMTPUTF8"]
+        if not body.isascii():
+            options.append("BODY=8BITMIME")
         return QueuedMessage(id=new_queue_id(now), mail_from="",
                              recipients=[Recipient(original.mail_from)], domain=original.domain,
-                             route=original.route, body=parsed.serialize(signatures),
-                             created=now, next_attempt=now)
+                             route=original.route, body=body, created=now, next_attempt=now,
+                             mail_options=options)
 
     # --- scheduling -------------------------------------------------------------------
     def wake(self) -> None:
@@ -119,21 +130,38 @@ class Delivery:
 
     async def _dispatch(self) -> None:
         """Step 1: feed due messages to their route's workers, transactional first."""
-        batch = 64
         while not self._stopping:
-            self._wake.clear()
-            due = await self.spool.due(self.clock.now(), batch + len(self._inflight))
-            fresh = [d for d in due if d.id not in self._inflight]
-            for item in fresh:
-                queue = self._queues.get(item.route)
-                if queue is None:
-                    log.error("message %s names route %r, which is not configured; it waits",
-                              item.id, item.route)
-                    continue
-                self._inflight.add(item.id)
-                await queue.put(item.id)
-            if not fresh:
-                await self._idle()
+            try:
+                if not await self._dispatch_once():
+                    await self._idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the delivery scheduler failed; retrying shortly")
+                await asyncio.sleep(self.poll_interval)
+
+    async def _dispatch_once(self) -> int:
+        """Hand the due messages not already in hand to their workers; how many were."""
+        self._wake.clear()
+        now = self.clock.now()
+        held = {i for i, until in self._cooldown.items() if until > now}
+        self._cooldown = {i: self._cooldown[i] for i in held}
+        skip = self._inflight | held
+        due = await self.spool.due(now, 64 + len(skip))
+        handed = 0
+        for item in (d for d in due if d.id not in skip):
+            queue = self._queues.get(item.route)
+            if self._stopping:
+                break
+            if queue is None:
+                log.error("message %s names route %r, which is not configured; it waits",
+                          item.id, item.route)
+                self._cooldown[item.id] = now + _COOLDOWN
+                continue
+            self._inflight.add(item.id)
+            await queue.put(item.id)
+            handed += 1
+        return handed
 
     async def _idle(self) -> None:
         wait = self.poll_interval
@@ -160,6 +188,7 @@ class Delivery:
                     raise
                 except Exception:
                     log.exception("delivery of %s failed unexpectedly; it stays queued", message_id)
+                    self._cooldown[message_id] = self.clock.now() + _COOLDOWN
                 finally:
                     self._inflight.discard(message_id)
                     if not self._stopping:

@@ -80,7 +80,7 @@ def test_delivery_status_part_has_a_block_per_recipient():
     status = dsn.get_payload(1)
     per_message, *per_recipient = status.get_payload()
     assert per_message["Reporting-MTA"] == "dns; relay.acme.fr"
-    assert per_message["Arrival-Date"] == email.utils.formatdate(ORIGINAL.created)
+    assert per_message["Arrival-Date"] == email.utils.formatdate(ORIGINAL.created).replace("-0000", "+0000")
     assert len(per_recipient) == 2
     bob, carol = per_recipient
     assert bob["Final-Recipient"] == "rfc822; bob@example.com"
