@@ -19,6 +19,7 @@ from relay import tls
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
 from relay.clock import Clock, SystemClock
+from relay.checks.dmarc import DmarcMonitor
 from relay.checks.spf import SpfEvaluator
 from relay.checks.spf_gate import SpfGate
 from relay.config import Config
@@ -71,13 +72,14 @@ class Relay:
         self.signer, context = preflight(config)
         self.spool = Spool(config.spool.path)
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
+        self.dmarc = DmarcMonitor(self.resolver, self.clock)
         self.delivery = DeliveryProcess(config)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
-            SpfGate(config, SpfEvaluator(self.resolver), self.clock),
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc,
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
         self._stop = asyncio.Event()
@@ -99,6 +101,7 @@ class Relay:
     async def stop(self, drain_timeout: float = 30.0) -> None:
         log.info("draining: no new connections; open transactions may finish")
         await self.listeners.drain(drain_timeout)
+        self.dmarc.close()
         await self.delivery.stop(drain_timeout)
         self.spool.close()
         self.signing_pool.shutdown(wait=True)

@@ -1,4 +1,4 @@
-"""The `relay` command line: serve, check, users, keys, queue.
+"""The `relay` command line: serve, check, users, keys, doctor, queue.
 
 Without `-c`, commands read `./relay.yaml` when it exists, else the embedded default
 (`relay/default.yaml`: everything under ./relay-data, a local outbox route, a demo user).
@@ -105,6 +105,15 @@ def cmd_keys_generate(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    config = _load(args.config)
+    from relay import doctor
+    from relay.clock import SystemClock
+    from relay.dns import DnsResolver
+    resolver = DnsResolver(config.dns.nameservers, config.dns.timeout, SystemClock())
+    return doctor.run(config, args.domain, resolver, as_json=args.json)
+
+
 def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -177,6 +186,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
     g.add_argument("--directory", default=".", help="where to write DOMAIN.SELECTOR.pem")
     g.set_defaults(fn=cmd_keys_generate)
+
+    d = with_config(sub.add_parser("doctor", help="check a domain's SPF, DKIM and DMARC records"))
+    d.add_argument("domain")
+    d.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    d.set_defaults(fn=cmd_doctor)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

@@ -19,6 +19,7 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
+from relay.dns import parse_nameserver
 from relay.errors import ConfigError
 from relay.units import parse_duration, parse_size
 
@@ -147,9 +148,8 @@ class Dns(Strict):
     @model_validator(mode="after")
     def _check(self) -> "Dns":
         for spec in self.nameservers:
-            host = spec.strip("[]").rsplit(":", 1)[0] if spec.count(":") == 1 or spec.startswith("[") else spec
             try:
-                ipaddress.ip_address(host.strip("[]"))
+                ipaddress.ip_address(parse_nameserver(spec)[0])
             except ValueError:
                 raise ValueError(f"nameservers: {spec!r} is not an address or address:port") from None
         return self

@@ -10,6 +10,7 @@ nameserver answering). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +22,8 @@ import dns.rdatatype
 import dns.resolver
 
 from relay.clock import Clock
+
+log = logging.getLogger("relay.dns")
 
 
 class DnsTemporaryError(Exception):
@@ -70,7 +73,13 @@ class DnsResolver:
 
     def __init__(self, nameservers: list[str], timeout: float, clock: Clock,
                  max_ttl: float = 3600, cache_size: int = 10_000) -> None:
-        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        try:
+            self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        except dns.resolver.NoResolverConfiguration:
+            log.warning("no system resolver configuration (/etc/resolv.conf) and no "
+                        "dns.nameservers: every DNS question will fail temporarily")
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = []
         if nameservers:
             self._resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_nameserver(s))
                                           for s in nameservers]

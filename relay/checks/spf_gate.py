@@ -32,7 +32,9 @@ _MIN_CACHE, _MAX_CACHE = 60, 3600
 
 def fix_for(route_name: str, route: Route, domain: str) -> str:
     """The sentence telling the domain's owner what to publish."""
-    if route.spf and route.spf.include:
+    if route.spf is None:
+        return f"publish an SPF record for {domain}"
+    if route.spf.include:
         return f"add include:{route.spf.include} to the SPF record of {domain}"
     ips = " ".join(f"ip{'6' if ':' in ip else '4'}:{ip}" for ip in route.spf.egress_ips)
     return f"authorize {ips} in the SPF record of {domain}"

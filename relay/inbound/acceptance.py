@@ -8,7 +8,8 @@
               for a broken record, 451 4.4.3 when DNS cannot say)
 4. RCPT TO    recipient count limit (452 4.5.3)
 5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
-              principal may use (550 5.6.0 / 550 5.7.1); Date and Message-ID added when
+              principal may use (550 5.6.0 / 550 5.7.1), its DMARC policy and alignment
+              looked at in the background (a warning, never a refusal); Date and Message-ID added when
               missing; the route's headers added; Received added; DKIM signature(s) added;
               stored durably in the spool; then `250 2.0.0 Ok: queued as <id>`.
 
@@ -26,6 +27,7 @@ from relay import replies
 from relay.checks import content, sender
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
+from relay.checks.dmarc import DmarcMonitor
 from relay.checks.spf_gate import SpfGate
 from relay.clock import Clock
 from relay.config import Config
@@ -58,7 +60,8 @@ class SessionState:
 class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
-                 spf_gate: SpfGate, on_queued=lambda message: None) -> None:
+                 spf_gate: SpfGate, dmarc: DmarcMonitor,
+                 on_queued=lambda message: None) -> None:
         self.config = config
         self.users = users
         self.throttle = throttle
@@ -68,6 +71,7 @@ class Acceptance:
         self.clock = clock
         self.signing_pool = signing_pool
         self.spf_gate = spf_gate
+        self.dmarc = dmarc
         self.on_queued = on_queued
 
     # 1. connect
@@ -121,6 +125,7 @@ class Acceptance:
         parsed = content.parse(data)
         domain = sender.authorize(session.principal, parsed.from_address, self.config.domains,
                                   header=True)
+        self.dmarc.observe(domain, [k.domain for k in self.signer.keys_for(domain)])
         content.add_missing(parsed, queue_id, now)
         route_name = self.config.domains[session.sender_domain].route
         route = self.config.routes[route_name]
