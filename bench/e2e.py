@@ -58,6 +58,7 @@ server:
   hostname: relay.bench
   listeners: [{{name: local, address: 127.0.0.1, port: {self.port}, tls: none}}]
   max_message_size: 50MB
+dns: {{nameservers: ["127.0.0.1:9"], timeout: 1s}}   # no DNS leaves the machine
 spool: {{path: {workdir / 'spool'}}}
 users:
   - {{username: bench, networks: [127.0.0.0/8], senders: [{DOMAIN}]}}

@@ -20,6 +20,7 @@ from relay import config as config_module
 from relay.app import Relay
 from relay.checks.auth import hash_password
 from relay.signing import dkim
+from tests.fakes.dns_server import ZoneResolver
 from tests.fakes.upstream import FakeUpstream
 
 PASSWORD = "s3cret-passw0rd"
@@ -93,6 +94,9 @@ def base_config(tmp_path: Path, upstream_port: int, server_cert, dkim_keys, **ov
             "max_message_size": "1MB",
             "max_recipients": 50,
         },
+        # DNS never leaves the machine: nothing listens there, so questions fail at once
+        # (in-process relays get an in-memory resolver instead, see RunningRelay)
+        "dns": {"nameservers": ["127.0.0.1:9"], "timeout": "1s"},
         "spool": {"path": str(tmp_path / "spool"), "max_age": "1h",
                   "retry": {"initial": "0.2s", "max": "1s"}},
         "users": [
@@ -120,16 +124,16 @@ def base_config(tmp_path: Path, upstream_port: int, server_cert, dkim_keys, **ov
 class RunningRelay:
     """A Relay on its own event loop thread, like `relay serve`, with its ports known."""
 
-    def __init__(self, config, clock=None) -> None:
+    def __init__(self, config, clock=None, resolver=None) -> None:
         self.config = config
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.relay = self.call(self._make(clock))
+        self.relay = self.call(self._make(clock, resolver))
         self.call(self.relay.start())
 
-    async def _make(self, clock):
-        return Relay(self.config, clock=clock)
+    async def _make(self, clock, resolver):
+        return Relay(self.config, clock=clock, resolver=resolver)
 
     def call(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -149,10 +153,14 @@ def make_relay(tmp_path, upstream, server_cert, dkim_keys):
     """make_relay(**overrides) -> RunningRelay; stopped at the end of the test."""
     started: list[RunningRelay] = []
 
-    def make(clock=None, raw: dict | None = None, **overrides) -> RunningRelay:
+    def make(clock=None, raw: dict | None = None, resolver=None, **overrides) -> RunningRelay:
+        """The resolver defaults to an empty in-memory zone (every name NXDOMAIN), unless the
+        test gives one or names its own nameservers in `dns`."""
         data = raw or base_config(tmp_path, upstream.port, server_cert, dkim_keys, **overrides)
         config = config_module.parse(yaml.safe_dump(data), tmp_path)
-        running = RunningRelay(config, clock)
+        if resolver is None and config.dns.nameservers == ["127.0.0.1:9"]:
+            resolver = ZoneResolver({})
+        running = RunningRelay(config, clock, resolver)
         started.append(running)
         return running
     yield make

@@ -43,6 +43,7 @@ def relay_process(tmp_path, slow_upstream, dkim_keys):
     config = {
         "server": {"hostname": "relay.test",
                    "listeners": [{"name": "local", "address": "127.0.0.1", "port": port, "tls": "none"}]},
+        "dns": {"nameservers": ["127.0.0.1:9"], "timeout": "1s"},
         "spool": {"path": str(tmp_path / "spool"), "max_age": "1h",
                   "retry": {"initial": "0.2s", "max": "1s"}},
         "users": [{"username": "erp", "networks": ["127.0.0.1/32"], "senders": ["acme.fr"]}],

@@ -32,6 +32,7 @@ def serve(tmp_path, dkim_keys):
         path.write_text(yaml.safe_dump({
             "server": {"hostname": "relay.test", "listeners": [
                 {"name": "local", "address": "127.0.0.1", "port": port, "tls": "none"}]},
+            "dns": {"nameservers": ["127.0.0.1:9"], "timeout": "1s"},
             "spool": {"path": str(tmp_path / "spool"), "max_age": "1h",
                       "retry": {"initial": "0.2s", "max": "1s"}},
             "users": [{"username": "erp", "networks": ["127.0.0.1/32"], "senders": ["acme.fr"]}],
