@@ -37,7 +37,9 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname: str, responses: list[str]):
         session.host_name = hostname
         self.state(session).helo = hostname
-        return responses
+        # aiosmtpd reads commands one by one from its buffer, so batched commands are safe
+        # (RFC 2920); every reply carries an enhanced status code (RFC 2034).
+        return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(self, server, session, envelope, address: str, options: list[str]) -> str:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import ssl
 import warnings
 
@@ -44,6 +45,22 @@ _LIBRARY_REPLIES: list[tuple[str, Reply]] = [
 ]
 
 
+_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}[ \r]|^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}$")
+# The enhanced code for a library reply that has none, by basic code (RFC 3463 §3).
+_DEFAULT_ENHANCED = {500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
+                     530: "5.7.0", 535: "5.7.8", 538: "5.7.11", 554: "5.7.0", 555: "5.5.4",
+                     421: "4.3.2", 454: "4.7.0"}
+
+
+def with_enhanced_code(line: str) -> str:
+    """`503 Error: need MAIL command` -> `503 5.5.1 Error: need MAIL command`."""
+    if len(line) < 4 or not line[:3].isdigit() or line[0] not in "245" or _ENHANCED.match(line):
+        return line
+    code = int(line[:3])
+    enhanced = _DEFAULT_ENHANCED.get(code, f"{line[0]}.0.0")
+    return f"{line[:4]}{enhanced} {line[4:]}" if len(line) > 4 else f"{line[:4]}{enhanced}"
+
+
 class RelaySMTP(SMTP):
     line_length_limit = 65536          # applications do send long HTML lines; don't refuse them
 
@@ -57,6 +74,9 @@ class RelaySMTP(SMTP):
         self._state: SessionState | None = None
         self._refused = False
         self._closed_once = False
+        self._greeted = False           # the 220 greeting has been sent
+        self._in_hello = False          # answering HELO/EHLO: no enhanced codes there
+        self._continued: list[str] = []
 
     def _create_session(self):
         session = super()._create_session()
@@ -92,12 +112,39 @@ class RelaySMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status) -> None:
+        """Every reply leaves through here: aiosmtpd's own lines become relay's named replies
+        or get an enhanced status code (RFC 2034: every 2xx/4xx/5xx but the greeting and the
+        HELO/EHLO answers), and a multi-line reply is written in one piece."""
         if isinstance(status, str):
             for prefix, reply in _LIBRARY_REPLIES:
                 if status.startswith(prefix):
                     status = str(reply.format(limit=self._max_size))
                     break
+            else:
+                if self._greeted and not self._in_hello:
+                    status = with_enhanced_code(status)
+            if status[3:4] == "-":                   # more lines follow: write them together
+                self._continued.append(status)
+                return
+            if self._continued:
+                status = "\r\n".join(self._continued + [status])
+                self._continued.clear()
+        self._greeted = True
         await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str):
+        self._in_hello = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_hello = False
+
+    async def smtp_HELO(self, hostname: str):
+        self._in_hello = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._in_hello = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing, without the class it defines on every call."""
