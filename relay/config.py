@@ -91,8 +91,6 @@ class Spool(Strict):
     path: Path = Path("/var/lib/relay")
     max_age: Duration = parse_duration("5d")
     retry: Retry = Field(default_factory=Retry)
-    workers: int = Field(default=0, ge=0)   # 0: sum of the routes' max_connections
-
 
 class User(Strict):
     username: str
