@@ -60,6 +60,11 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
                   if route.ca_file is not None and not os.access(route.ca_file, os.R_OK)]
     if unreadable:
         raise ConfigError(unreadable)
+    for i, user in enumerate(config.users):
+        for entry in user.senders:
+            domain = entry.rpartition("@")[2].lower()
+            if domain not in config.domains:
+                log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
     return load_signer(config), context
 
 

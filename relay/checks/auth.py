@@ -89,6 +89,7 @@ class Users:
 class _Failures:
     times: list[float] = field(default_factory=list)
     locked_until: float = 0.0
+    verifying: int = 0
 
 
 class AuthThrottle:
@@ -100,10 +101,17 @@ class AuthThrottle:
         self._by_ip: dict[str, _Failures] = {}
 
     def check(self, ip: str) -> None:
-        """Raise 454 4.7.0 while `ip` is locked out."""
+        """Raise 454 4.7.0 while `ip` is locked out, or when the verifications already under
+        way from it could reach the lockout (parallel sessions do not multiply guesses)."""
         entry = self._by_ip.get(ip)
-        if entry and entry.locked_until > self._clock.now():
+        if entry and (entry.locked_until > self._clock.now()
+                      or len(entry.times) + entry.verifying >= self._policy.lock_after):
             raise TemporaryError(replies.R454_AUTH_LOCKED, f"AUTH locked out for {ip}")
+
+    def verifying(self, ip: str, delta: int) -> None:
+        """Count a password check under way from `ip` (+1 before, -1 after)."""
+        entry = self._by_ip.setdefault(ip, _Failures())
+        entry.verifying += delta
 
     def delay(self, ip: str) -> float:
         """Seconds to wait before answering a failed AUTH from `ip` (doubling, at most 8 s)."""
@@ -126,10 +134,11 @@ class AuthThrottle:
 
     def succeeded(self, ip: str) -> None:
         entry = self._by_ip.get(ip)
-        if entry and entry.locked_until <= self._clock.now():
+        if entry and entry.locked_until <= self._clock.now() and not entry.verifying:
             del self._by_ip[ip]
 
     def _forget_idle(self, now: float) -> None:
         for ip in [ip for ip, e in self._by_ip.items()
-                   if e.locked_until <= now and all(now - t >= self._policy.window for t in e.times)]:
+                   if e.locked_until <= now and not e.verifying
+            and all(now - t >= self._policy.window for t in e.times)]:
             del self._by_ip[ip]

@@ -85,7 +85,11 @@ class Acceptance:
     # 2. AUTH
     async def authenticate(self, session: SessionState, username: str, password: bytes) -> Principal:
         self.throttle.check(session.ip)
-        principal = await asyncio.to_thread(self.users.verify, username, password)
+        self.throttle.verifying(session.ip, +1)
+        try:
+            principal = await asyncio.to_thread(self.users.verify, username, password)
+        finally:
+            self.throttle.verifying(session.ip, -1)
         if principal is None:
             delay = self.throttle.failed(session.ip)
             log.warning("AUTH failed for %r from %s", username, session.ip)

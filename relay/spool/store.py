@@ -137,11 +137,17 @@ class _Writer(threading.Thread):
             conn.execute("COMMIT")
         except Exception as exc:               # the commit itself failed: nothing is durable
             log.error("spool commit failed: %s", exc)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except Exception:                  # the writer must survive to answer the next batch
+                log.exception("spool rollback failed")
             results = [(False, exc)] * len(batch)
         for (ok, value), (_, future, loop) in zip(results, batch):
-            loop.call_soon_threadsafe(_resolve, future, ok, value)
+            try:
+                loop.call_soon_threadsafe(_resolve, future, ok, value)
+            except RuntimeError:               # that caller's loop is closed: nobody waits
+                pass
 
 
 def _resolve(future: asyncio.Future, ok: bool, value: object) -> None:
