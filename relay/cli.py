@@ -162,6 +162,50 @@ def cmd_queue(args) -> int:
         spool.close()
 
 
+def cmd_domains(args) -> int:
+    import time
+
+    from relay.clock import SystemClock
+    from relay.governor.governor import Governor
+    from relay.governor.warmup import SPIKE_DAYS
+    from relay.spool.store import Spool
+    from relay.state.sqlite import day_of
+    config = _load(args.config)
+    spool = Spool(config.spool.path)
+    try:
+        if args.action in ("pause", "resume"):
+            if not args.domain:
+                print(f"relay: domains {args.action} needs a domain", file=sys.stderr)
+                return 1
+            domain = args.domain.lower()
+            if args.action == "pause":
+                spool.pause(domain, "paused by the operator", time.time())
+                print(f"{domain}: paused (its mail is accepted and waits in the queue)")
+            elif spool.resume(domain):
+                print(f"{domain}: resumed (held mail leaves within 30 s)")
+            else:
+                print(f"{domain}: was not paused")
+            return 0
+        clock = SystemClock()
+        (first_send, volumes), paused = spool.governance_state_now(day_of(clock.now()) - SPIKE_DAYS - 1)
+        governor = Governor(config.limits, clock, first_send, volumes)
+        governor.set_paused(paused)
+        queued: dict[str, int] = {}
+        for summary in spool.summaries():
+            queued[summary.domain] = queued.get(summary.domain, 0) + 1
+        print(f"{'DOMAIN':<24} {'ROUTE':<10} {'STATE':<7} {'DAY':>4} {'TODAY':>7} {'CAP':>12} "
+              f"{'RATE':<10} {'QUEUED':>6}")
+        for domain in sorted(set(config.domains) | set(first_send)):
+            s = governor.status(domain)
+            cap = f"{s['cap']} ({s['cap_reason']})" if s["cap"] is not None else "-"
+            route = config.domains[domain].route if domain in config.domains else "(removed)"
+            print(f"{domain:<24} {route:<10} {s['state']:<7} {s['warmup_day']:>4} {s['today']:>7} "
+                  f"{cap:>12} {s['rate'] or '-':<10} {queued.get(domain, 0):>6}")
+        return 0
+    finally:
+        spool.close()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relay", description="SMTP relay proxy")
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,6 +235,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("domain")
     d.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     d.set_defaults(fn=cmd_doctor)
+
+    d = with_config(sub.add_parser("domains", help="warm-up day, volume, caps; pause and resume"))
+    d.add_argument("action", choices=["list", "pause", "resume"])
+    d.add_argument("domain", nargs="?")
+    d.set_defaults(fn=cmd_domains)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

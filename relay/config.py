@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+                      ValidationError, field_validator, model_validator)
 
 from relay.dns import parse_nameserver
 from relay.errors import ConfigError
-from relay.units import parse_duration, parse_size
+from relay.units import Rate, parse_duration, parse_rate, parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
+RateValue = Annotated[Rate, BeforeValidator(parse_rate), PlainSerializer(lambda r: r.text)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -179,6 +180,41 @@ class Route(Strict):
         return os.environ.get(self.password_env) if self.password_env else None
 
 
+class Warmup(Strict):
+    """Cap per day since the domain's first delivery through relay; empty: no warm-up."""
+    schedule: list[int] = []
+
+    @field_validator("schedule")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every daily cap must be a positive number")
+        return value
+
+
+class Spike(Strict):
+    """After warm-up: no day above `max_growth` x the trailing 7-day daily average."""
+    max_growth: float | None = Field(default=None, gt=1.0)
+
+
+class Limits(Strict):
+    """Send-rate governance per sender domain; each applies only where configured."""
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    domain_rate: dict[str, RateValue] = {}       # "default" and/or domain names
+    warmup: Warmup = Field(default_factory=Warmup)
+    spike: Spike = Field(default_factory=Spike)
+
+    @field_validator("domain_rate", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k).lower(): v for k, v in value.items()}
+        return value
+
+    def rate_for(self, domain: str) -> Rate | None:
+        return self.domain_rate.get(domain, self.domain_rate.get("default"))
+
+
 class Config(Strict):
     server: Server
     dns: Dns = Field(default_factory=Dns)
@@ -186,6 +222,7 @@ class Config(Strict):
     users: list[User] = []
     domains: dict[str, Domain] = {}
     routes: dict[str, Route] = {}
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("domains", mode="before")
     @classmethod

@@ -57,6 +57,7 @@ class QueuedMessage:
     next_attempt: float = 0.0
     stream: Stream = Stream.TRANSACTIONAL
     mail_options: list[str] = field(default_factory=list)
+    held: float = 0.0          # seconds the governor held it: they do not count toward max_age
 
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state is RecipientState.QUEUED]

@@ -1,4 +1,4 @@
-"""Value objects for the units written in relay.yaml: sizes, durations.
+"""Value objects for the units written in relay.yaml: sizes, durations, rates.
 
 Each is parsed once, when the configuration loads; hot paths use plain numbers.
 """
@@ -33,3 +33,35 @@ def parse_duration(value: object) -> float:
         raise ValueError(f'expected a duration like "30s", "5m", "1h" or "5d", got {value!r}')
     number, unit = match.groups()
     return float(number) * _DURATION_FACTORS[unit]
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$", re.IGNORECASE)
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+                 "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+class Rate:
+    """`300/min`: at most `count` in any `period` seconds (a sliding window)."""
+    __slots__ = ("count", "period", "text")
+
+    def __init__(self, count: int, period: float, text: str) -> None:
+        self.count, self.period, self.text = count, period, text
+
+    def __repr__(self) -> str:
+        return f"Rate({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rate) and (self.count, self.period) == (other.count, other.period)
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.period))
+
+
+def parse_rate(value: object) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f'expected "<n>/<unit>" like "300/min" or "1000/h", got {value!r}')
+    count, unit = match.groups()
+    return Rate(int(count), float(_RATE_PERIODS[unit.lower()]), value.strip())

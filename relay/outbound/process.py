@@ -98,6 +98,9 @@ class DeliveryProcess:
 async def _serve(config: Config, wake_fd: int) -> None:
     from relay.app import load_signer
     from relay.clock import SystemClock
+    from relay.governor.governor import Governor
+    from relay.governor.warmup import SPIKE_DAYS
+    from relay.state.sqlite import day_of
     from relay.outbound import upstream
     from relay.outbound.retry import Backoff
     from relay.outbound.worker import Delivery
@@ -109,8 +112,11 @@ async def _serve(config: Config, wake_fd: int) -> None:
     spool.start()
     routes = {name: upstream.build(name, route, config.server.hostname)
               for name, route in config.routes.items()}
-    delivery = Delivery(config, spool, routes, load_signer(config), SystemClock(),
-                        Backoff(config.spool.retry))
+    clock = SystemClock()
+    first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
+    governor = Governor(config.limits, clock, first_send, volumes)
+    delivery = Delivery(config, spool, routes, load_signer(config), clock,
+                        Backoff(config.spool.retry), governor)
 
     def on_wake() -> None:
         try:

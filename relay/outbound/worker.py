@@ -2,7 +2,9 @@
 
 `Delivery.deliver` is the flow, written out once:
 1. the scheduler (`_dispatch`) yields a due message; transactional mail goes before bulk
-2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone
+2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone; the governor
+   admits it or holds it until T (domain rate, warm-up cap, spike guard): holding is not an
+   attempt, and held time never counts toward `spool.max_age`
 3. the route carries it over one of its pooled sessions (`max_connections` per route)
 4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
@@ -22,6 +24,7 @@ from relay.checks import content
 from relay.clock import Clock
 from relay.config import Config
 from relay.events import Event, emit
+from relay.governor.governor import Governor, Hold
 from relay.model import QueuedMessage, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
@@ -34,21 +37,25 @@ log = logging.getLogger("relay.delivery")
 
 _IDLE_CLOSE = 30.0        # close a route session unused this long
 _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits this long
+_PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the spool
 
 
 class Delivery:
     def __init__(self, config: Config, spool: Spool, routes: dict[str, RouteClient],
-                 signer: Signer, clock: Clock, backoff: Backoff, poll_interval: float = 1.0) -> None:
+                 signer: Signer, clock: Clock, backoff: Backoff, governor: Governor,
+                 poll_interval: float = 1.0) -> None:
         self.config = config
         self.spool = spool
         self.routes = routes
         self.signer = signer
         self.clock = clock
         self.backoff = backoff
+        self.governor = governor
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._cooldown: dict[str, float] = {}       # not before: messages that failed oddly
+        self._paused_checked = 0.0
         self._queues: dict[str, asyncio.Queue[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -61,6 +68,11 @@ class Delivery:
             return                     # deleted meanwhile, or already deferred again
         route = self.routes[message.route]
         pending = message.pending()
+        hold = self.governor.admit(message.domain, len(pending))
+        if hold is not None:
+            await self._hold(message, hold)
+            return
+        self.governor.sending(message.domain, len(pending))
         message.attempts += 1
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(pending))
@@ -71,20 +83,31 @@ class Delivery:
             answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(pending)
         now = self.clock.now()
         self._classify(message, pending, answers, now)
+        delivered = sum(r.state is RecipientState.DELIVERED for r in pending)
+        self.governor.delivered(message.domain, delivered)
         failed = [r for r in pending if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
         dsns = []
         if failed and message.mail_from:
             loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
-        await self.spool.record_attempt(message, dsns)
+        await self.spool.record_attempt(message, dsns, delivered, now)
         for extra in dsns:
             emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, to=None, rcpts=len(failed))
             self.wake()
 
+    async def _hold(self, message: QueuedMessage, hold: Hold) -> None:
+        """Step 2's "wait until T": not an attempt, and the wait never counts toward max_age."""
+        now = self.clock.now()
+        message.held += max(0.0, hold.until - max(now, message.next_attempt))
+        message.next_attempt = hold.until
+        await self.spool.record_hold(message)
+        emit(Event.DEFERRED, id=message.id, domain=message.domain, route=message.route,
+             by="governor", reason=hold.reason.value, detail=hold.detail, until=round(hold.until))
+
     def _classify(self, message: QueuedMessage, pending: list[Recipient],
                   answers: list[UpstreamReply], now: float) -> None:
-        expired = now - message.created >= self.config.spool.max_age
+        expired = now - message.created - message.held >= self.config.spool.max_age
         for recipient, answer in zip(pending, answers):
             recipient.reply = str(answer)
             if 200 <= answer.code < 300:
@@ -144,6 +167,9 @@ class Delivery:
         """Hand the due messages not already in hand to their workers; how many were."""
         self._wake.clear()
         now = self.clock.now()
+        if now - self._paused_checked >= _PAUSES_REFRESH:
+            self.governor.set_paused(await self.spool.paused_domains())
+            self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}
         self._cooldown = {i: self._cooldown[i] for i in held}
         skip = self._inflight | held

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from relay.model import QueuedMessage, Recipient, RecipientState, Stream
+from relay.state import sqlite as state
 
 log = logging.getLogger("relay.spool")
 T = TypeVar("T")
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt REAL NOT NULL,
     mail_options TEXT NOT NULL DEFAULT '[]',
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    held REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (stream, next_attempt);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -165,6 +167,10 @@ class Spool:
         self.path = directory / "relay.sqlite3"
         with connect(self.path) as conn:
             conn.executescript(SCHEMA)
+            conn.executescript(state.SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+            if "held" not in columns:              # a spool written before the governor
+                conn.execute("ALTER TABLE messages ADD COLUMN held REAL NOT NULL DEFAULT 0")
         self._writer = _Writer(self.path)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")
@@ -205,13 +211,42 @@ class Spool:
         return await self._read(lambda conn: _select(conn, message_id))
 
     async def record_attempt(self, message: QueuedMessage,
-                             also_enqueue: list[QueuedMessage] = ()) -> None:
-        """Persist the outcome of an attempt (and the DSNs it produced) in one transaction."""
+                             also_enqueue: list[QueuedMessage] = (), delivered: int = 0,
+                             now: float = 0.0) -> None:
+        """Persist the outcome of an attempt, the DSNs it produced and the deliveries it adds
+        to the domain's daily volume, in one transaction."""
         def write(conn: sqlite3.Connection) -> None:
             _update(conn, message)
             for extra in also_enqueue:
                 _insert(conn, extra)
+            if delivered:
+                state.add_deliveries(conn, message.domain, delivered, now)
         await self._writer.submit(write)
+
+    async def record_hold(self, message: QueuedMessage) -> None:
+        """The governor holds the message until `next_attempt`: not an attempt."""
+        await self._writer.submit(lambda conn: conn.execute(
+            "UPDATE messages SET next_attempt = ?, held = ? WHERE id = ?",
+            (message.next_attempt, message.held, message.id)))
+
+    async def governance_state(self, since_day: int):
+        return await self._read(lambda conn: state.load(conn, since_day))
+
+    async def paused_domains(self) -> dict[str, str]:
+        return await self._read(state.paused)
+
+    # --- synchronous, for the CLI -------------------------------------------------------
+    def governance_state_now(self, since_day: int):
+        with connect(self.path) as conn:
+            return state.load(conn, since_day), state.paused(conn)
+
+    def pause(self, domain: str, reason: str, now: float) -> None:
+        with connect(self.path) as conn:
+            state.pause(conn, domain, reason, now)
+
+    def resume(self, domain: str) -> bool:
+        with connect(self.path) as conn:
+            return state.resume(conn, domain)
 
     # --- synchronous API for the CLI (its own connection) ---------------------------
     def summaries(self) -> list[Summary]:
@@ -277,14 +312,14 @@ def _update(conn: sqlite3.Connection, m: QueuedMessage) -> None:
 def _select(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | None:
     row = conn.execute(
         "SELECT id, created, mail_from, domain, route, stream, attempts, next_attempt,"
-        " mail_options, body FROM messages WHERE id = ?", (message_id,)).fetchone()
+        " mail_options, body, held FROM messages WHERE id = ?", (message_id,)).fetchone()
     if row is None:
         return None
     recipients = [Recipient(address, RecipientState(state), reply) for address, state, reply in
                   conn.execute("SELECT address, state, reply FROM recipients WHERE message_id = ?"
                                " ORDER BY idx", (message_id,))]
-    id_, created, mail_from, domain, route, stream, attempts, next_attempt, options, body = row
+    id_, created, mail_from, domain, route, stream, attempts, next_attempt, options, body, held = row
     return QueuedMessage(id=id_, mail_from=mail_from, recipients=recipients, domain=domain,
                          route=route, body=bytes(body), created=created, attempts=attempts,
                          next_attempt=next_attempt, stream=Stream(stream),
-                         mail_options=json.loads(options))
+                         mail_options=json.loads(options), held=held)

@@ -1,0 +1,1 @@
+"""Send-rate governance: what the delivery pipeline asks before each attempt (DESIGN step 2)."""

@@ -1,0 +1,110 @@
+"""The governor: may this domain send `n` more recipients now, or must it wait until T?
+
+Asked by the delivery pipeline before each attempt, per sender domain:
+0. a domain paused by the operator waits (`relay domains pause D`, until `resume`)
+1. `limits.domain_rate` (sliding window, default and per-domain values)
+2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay)
+3. the spike guard after warm-up (`limits.spike.max_growth`)
+A "wait" is not an attempt: the message stays queued and is due again at T. Daily volumes and
+first-send days come from the spool database at start and are counted in memory as
+deliveries happen; the spool persists them with each delivery outcome.
+
+The first message of a day always passes the daily caps, so a message with more recipients
+than a day's cap is not held forever.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from relay.clock import Clock
+from relay.config import Limits
+from relay.governor.rates import SlidingWindow
+from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
+from relay.state.sqlite import DAY, day_of
+
+
+PAUSE_RECHECK = 30.0      # a paused domain's mail is looked at again this often
+
+
+class HoldReason(enum.StrEnum):
+    PAUSED = "paused"
+    RATE = "rate"
+    WARMUP = "warmup"
+    SPIKE = "spike"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    until: float
+    reason: HoldReason
+    detail: str
+
+
+class Governor:
+    def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
+                 volumes: dict[tuple[str, int], int]) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._first_send = dict(first_send)
+        self._volumes = dict(volumes)
+        self._windows = SlidingWindow()
+        self._paused: dict[str, str] = {}
+
+    def set_paused(self, paused: dict[str, str]) -> None:
+        """Domains paused by the operator (`relay domains pause`), as the spool has them."""
+        self._paused = dict(paused)
+
+    def admit(self, domain: str, recipients: int) -> Hold | None:
+        """None: send now. A Hold: wait until `hold.until` (not an attempt)."""
+        now = self.clock.now()
+        if domain in self._paused:
+            return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, self._paused[domain])
+        rate = self.limits.rate_for(domain)
+        if rate is not None:
+            until = self._windows.wait_until(domain, rate, recipients, now)
+            if until is not None:
+                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}")
+        today = day_of(now)
+        sent = self._volumes.get((domain, today), 0)
+        if sent == 0:
+            return None
+        cap, reason = self.daily_cap(domain, today)
+        if cap is not None and sent + recipients > cap:
+            return Hold((today + 1) * DAY, reason, f"{reason.value} cap {cap}/day reached ({sent} sent)")
+        return None
+
+    def daily_cap(self, domain: str, today: int) -> tuple[int | None, HoldReason]:
+        first = self._first_send.get(domain)
+        first_day = day_of(first) if first is not None else None
+        day = warmup_day(first_day, today)
+        cap = warmup_cap(self.limits.warmup.schedule, day)
+        if cap is not None:
+            return cap, HoldReason.WARMUP
+        previous = [self._volumes.get((domain, today - i), 0) for i in range(1, SPIKE_DAYS + 1)]
+        history = 0 if first_day is None else today - first_day
+        return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
+
+    def sending(self, domain: str, recipients: int) -> None:
+        """Recipients handed to the route now: they count against the rate."""
+        self._windows.record(domain, recipients, self.clock.now())
+
+    def delivered(self, domain: str, recipients: int) -> None:
+        """Recipients the route accepted: they count toward the day's volume."""
+        now = self.clock.now()
+        key = (domain, day_of(now))
+        self._volumes[key] = self._volumes.get(key, 0) + recipients
+        self._first_send.setdefault(domain, now)
+        for old in [k for k in self._volumes if k[1] < day_of(now) - SPIKE_DAYS - 1]:
+            del self._volumes[old]
+
+    def status(self, domain: str) -> dict:
+        """What `relay domains list` shows of a domain."""
+        today = day_of(self.clock.now())
+        first = self._first_send.get(domain)
+        cap, reason = self.daily_cap(domain, today)
+        return {"state": "paused" if domain in self._paused else "active",
+                "warmup_day": warmup_day(day_of(first) if first else None, today),
+                "today": self._volumes.get((domain, today), 0), "cap": cap,
+                "cap_reason": reason.value if cap is not None else None,
+                "rate": (self.limits.rate_for(domain).text if self.limits.rate_for(domain) else None)}

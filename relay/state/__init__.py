@@ -1,0 +1,1 @@
+"""Governance state that must survive restarts: per-domain daily volumes and first sends."""
