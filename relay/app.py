@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
+from typing import Callable
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -70,8 +72,10 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
 
 class Relay:
     def __init__(self, config: Config, clock: Clock | None = None,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None,
+                 reread: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self.reread = reread          # how SIGHUP gets the configuration again
         self.clock = clock or SystemClock()
         self.resolver = resolver or DnsResolver(config.dns.nameservers, config.dns.timeout, self.clock)
         self.signer, context = preflight(config)
@@ -112,19 +116,62 @@ class Relay:
         self.signing_pool.shutdown(wait=True)
         log.info("relay stopped")
 
-    async def serve_forever(self) -> None:
+    async def reload(self) -> bool:
+        """Re-read the configuration and apply it to the next decisions, without dropping a
+        session or a queued message. An invalid file changes nothing: its errors are logged."""
+        try:
+            config = self.reread()
+            signer, context = preflight(config)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused, the running configuration stays: %s", line)
+            return False
+        if config.server.listeners != self.config.server.listeners or config.spool != self.config.spool:
+            log.warning("reload: server.listeners and spool changes take effect at the next restart")
+        server = config.server
+        self.acceptance.config = config
+        self.acceptance.users = Users(config.users)
+        self.acceptance.throttle.policy = server.auth_failures
+        self.acceptance.admission.max_total = server.max_connections
+        self.acceptance.admission.max_per_ip = server.max_connections_per_ip
+        self.acceptance.signer = signer
+        self.acceptance.spf_gate.reconfigure(config)
+        self.listeners.reconfigure(config, context)
+        self.config = config
+        await self.delivery.reload(config)
+        log.info("configuration reloaded: %d user(s), %d domain(s), %d route(s)",
+                 len(config.users), len(config.domains), len(config.routes))
+        return True
+
+    async def serve_forever(self, pid_file: Path | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if self.reread is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         await self.start()
-        await self._stop.wait()
-        await self.stop()
+        if pid_file is not None:
+            pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            await self._stop.wait()
+            await self.stop()
+        finally:
+            if pid_file is not None:
+                pid_file.unlink(missing_ok=True)
 
 
-def run(config: Config) -> None:
+def pid_file(config: Config) -> Path:
+    """Where `relay serve` notes its process id, for `relay reload`."""
+    return config.spool.path / "relay.pid"
+
+
+def run(config: Config, reread: Callable[[], Config]) -> None:
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    runner(Relay(config).serve_forever())
+
+    async def main() -> None:
+        await Relay(config, reread=reread).serve_forever(pid_file(config))
+    runner(main())

@@ -57,7 +57,22 @@ def cmd_serve(args) -> int:
     setup_logging(args.verbose)
     config = _load(args.config)
     from relay.app import run
-    run(config)
+    run(config, reread=lambda: _load(args.config))
+    return 0
+
+
+def cmd_reload(args) -> int:
+    import signal as signals
+
+    from relay.app import pid_file
+    path = pid_file(_load(args.config))
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, signals.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"relay: no running relay found through {path} ({exc})", file=sys.stderr)
+        return 1
+    print(f"asked relay (pid {pid}) to reload; see its log for the outcome")
     return 0
 
 
@@ -218,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(fn=cmd_serve)
     with_config(sub.add_parser("check", help="validate the configuration and print it")).set_defaults(fn=cmd_check)
+    with_config(sub.add_parser("reload", help="make the running relay re-read its configuration")).set_defaults(fn=cmd_reload)
 
     users = sub.add_parser("users", help="user helpers").add_subparsers(dest="action", required=True)
     users.add_parser("hash", help="hash a password read from stdin").set_defaults(fn=cmd_users_hash)

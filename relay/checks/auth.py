@@ -96,7 +96,7 @@ class AuthThrottle:
     """Counts AUTH failures per client address against `server.auth_failures`."""
 
     def __init__(self, policy: AuthFailures, clock: Clock) -> None:
-        self._policy = policy
+        self.policy = policy
         self._clock = clock
         self._by_ip: dict[str, _Failures] = {}
 
@@ -105,7 +105,7 @@ class AuthThrottle:
         way from it could reach the lockout (parallel sessions do not multiply guesses)."""
         entry = self._by_ip.get(ip)
         if entry and (entry.locked_until > self._clock.now()
-                      or len(entry.times) + entry.verifying >= self._policy.lock_after):
+                      or len(entry.times) + entry.verifying >= self.policy.lock_after):
             raise TemporaryError(replies.R454_AUTH_LOCKED, f"AUTH locked out for {ip}")
 
     def verifying(self, ip: str, delta: int) -> None:
@@ -116,17 +116,17 @@ class AuthThrottle:
     def delay(self, ip: str) -> float:
         """Seconds to wait before answering a failed AUTH from `ip` (doubling, at most 8 s)."""
         entry = self._by_ip.get(ip)
-        excess = len(entry.times) - self._policy.slow_after if entry else 0
+        excess = len(entry.times) - self.policy.slow_after if entry else 0
         return 0.0 if excess <= 0 else float(min(2 ** (excess - 1), 8))
 
     def failed(self, ip: str) -> float:
         """Record a failure; return how long to wait before answering it."""
         now = self._clock.now()
         entry = self._by_ip.setdefault(ip, _Failures())
-        entry.times = [t for t in entry.times if now - t < self._policy.window] + [now]
+        entry.times = [t for t in entry.times if now - t < self.policy.window] + [now]
         delay = self.delay(ip)
-        if len(entry.times) >= self._policy.lock_after:
-            entry.locked_until = now + self._policy.lockout
+        if len(entry.times) >= self.policy.lock_after:
+            entry.locked_until = now + self.policy.lockout
             entry.times.clear()
         if len(self._by_ip) > 10_000:          # bound memory under a distributed attack
             self._forget_idle(now)
@@ -140,5 +140,5 @@ class AuthThrottle:
     def _forget_idle(self, now: float) -> None:
         for ip in [ip for ip, e in self._by_ip.items()
                    if e.locked_until <= now and not e.verifying
-            and all(now - t >= self._policy.window for t in e.times)]:
+            and all(now - t >= self.policy.window for t in e.times)]:
             del self._by_ip[ip]

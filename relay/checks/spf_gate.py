@@ -47,6 +47,11 @@ class SpfGate:
         self.clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[float, RelayError | None]] = OrderedDict()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload: new routes and policies apply now; earlier decisions are forgotten."""
+        self.config = config
+        self._cache.clear()
+
     async def authorize(self, domain: str, route_name: str) -> None:
         """Return when the route may carry mail of `domain`; raise the reply otherwise."""
         route = self.config.routes[route_name]

@@ -226,11 +226,17 @@ class Listeners:
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.sessions: set[RelaySMTP] = set()
 
+    def reconfigure(self, config: Config, tls_context: ssl.SSLContext | None) -> None:
+        """A reload: new sessions get the new limits and STARTTLS certificate (the listening
+        sockets, and implicit TLS's certificate, stay until the next restart)."""
+        self.config = config
+        self.tls_context = tls_context
+
     def _factory(self, listener: Listener):
-        server = self.config.server
         starttls = listener.tls == "starttls"
 
         def make() -> RelaySMTP:
+            server = self.config.server
             return RelaySMTP(
                 self.handler, self.acceptance, listener, self.sessions, server.max_message_size,
                 hostname=server.hostname, data_size_limit=server.max_message_size,

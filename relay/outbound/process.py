@@ -33,6 +33,7 @@ class DeliveryProcess:
         self._wake_w: int | None = None
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
+        self._reloading = False
 
     async def start(self) -> None:
         await self._spawn()
@@ -55,11 +56,21 @@ class DeliveryProcess:
             code = await self._proc.wait()
             if self._stopping:
                 return
+            if self._reloading:                   # it finished its attempts: start the new one
+                self._reloading = False
+                await self._spawn()
+                continue
             log.error("the delivery process exited with %s; restarting it", code)
             self._close_pipe()
             await asyncio.sleep(_RESTART_DELAY)
             if not self._stopping:
                 await self._spawn()
+
+    async def reload(self, config: Config) -> None:
+        """Replace the delivery process by one running `config`; attempts under way finish."""
+        self.config = config
+        self._reloading = True
+        self._close_pipe()
 
     def wake(self) -> None:
         """Tell the delivery process that something was queued (coalesced, never blocks)."""
