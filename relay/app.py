@@ -23,6 +23,7 @@ from relay.checks.auth import AuthThrottle, Users
 from relay.clock import Clock, SystemClock
 from relay.checks.dmarc import DmarcMonitor
 from relay.checks.spf import SpfEvaluator
+from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
 from relay.checks.spf_gate import SpfGate
 from relay.config import Config
 from relay.dns import DnsResolver, Resolver
@@ -82,13 +83,16 @@ class Relay:
         self.spool = Spool(config.spool.path)
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
         self.dmarc = DmarcMonitor(self.resolver, self.clock)
+        window = config.limits.bulk.window
+        campaigns = CampaignCounter(window, self.spool.campaigns_now(
+            int((self.clock.now() - window) // (window / BUCKETS_PER_WINDOW))))
         self.delivery = DeliveryProcess(config)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
-            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc,
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns,
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
         self._stop = asyncio.Event()

@@ -197,12 +197,22 @@ class Spike(Strict):
     max_growth: float | None = Field(default=None, gt=1.0)
 
 
+class Bulk(Strict):
+    """Mass-send detection (always on) and what bulk mail must carry and how fast it goes."""
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    recipients_threshold: int = Field(default=100, ge=1)
+    window: Duration = parse_duration("24h")
+    rate: RateValue = parse_rate("600/min")
+    unsubscribe: Literal["inject", "require", "off"] | None = None   # None: see Config.unsubscribe_mode
+
+
 class Limits(Strict):
     """Send-rate governance per sender domain; each applies only where configured."""
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     domain_rate: dict[str, RateValue] = {}       # "default" and/or domain names
     warmup: Warmup = Field(default_factory=Warmup)
     spike: Spike = Field(default_factory=Spike)
+    bulk: Bulk = Field(default_factory=Bulk)
 
     @field_validator("domain_rate", mode="before")
     @classmethod
@@ -215,6 +225,36 @@ class Limits(Strict):
         return self.domain_rate.get(domain, self.domain_rate.get("default"))
 
 
+class Unsubscribe(Strict):
+    """relay's own RFC 8058 one-click unsubscribe, served on the `http` listener."""
+    base_url: str                     # public URL of /unsubscribe, as receivers will POST to it
+    secret_env: str                   # the variable holding the token secret
+
+    @model_validator(mode="after")
+    def _check(self) -> "Unsubscribe":
+        if not re.match(r"^https?://[^/\s]+", self.base_url):
+            raise ValueError(f"base_url: expected an https:// URL, got {self.base_url!r}")
+        if self.base_url.startswith("http://") and not re.match(
+                r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", self.base_url + "/"):
+            raise ValueError("base_url: RFC 8058 requires https:// (http:// only on loopback)")
+        if not os.environ.get(self.secret_env):
+            raise ValueError(f"secret_env: environment variable {self.secret_env} is not set")
+        return self
+
+    def secret(self) -> bytes:
+        return os.environ[self.secret_env].encode()
+
+
+class Feedback(Strict):
+    unsubscribe: Unsubscribe | None = None
+
+
+class Http(Strict):
+    """The public HTTP listener (/unsubscribe/*)."""
+    address: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
 class Config(Strict):
     server: Server
     dns: Dns = Field(default_factory=Dns)
@@ -223,6 +263,8 @@ class Config(Strict):
     domains: dict[str, Domain] = {}
     routes: dict[str, Route] = {}
     limits: Limits = Field(default_factory=Limits)
+    feedback: Feedback = Field(default_factory=Feedback)
+    http: Http | None = None
 
     @field_validator("domains", mode="before")
     @classmethod
@@ -232,8 +274,18 @@ class Config(Strict):
             return {str(k).lower().rstrip("."): v for k, v in value.items()}
         return value
 
+    @property
+    def unsubscribe_mode(self) -> str:
+        """`limits.bulk.unsubscribe`, defaulting to inject when relay serves unsubscribes."""
+        mode = self.limits.bulk.unsubscribe
+        return mode or ("inject" if self.feedback.unsubscribe else "require")
+
     @model_validator(mode="after")
     def _references(self) -> "Config":
+        if self.unsubscribe_mode == "inject" and self.feedback.unsubscribe is None:
+            raise ValueError("limits.bulk.unsubscribe: inject needs feedback.unsubscribe")
+        if self.feedback.unsubscribe is not None and self.http is None:
+            raise ValueError("http: feedback.unsubscribe needs the http listener that serves it")
         for name, domain in self.domains.items():
             if domain.route not in self.routes:
                 raise ValueError(f"domains.{name}.route: no route named {domain.route!r}")

@@ -87,6 +87,9 @@ R550_NO_FROM = Reply(550, "5.6.0", "Message has no From header")
 R550_MANY_FROM = Reply(550, "5.6.0", "Message has more than one From header")
 R550_BAD_FROM = Reply(550, "5.6.0", "From header does not hold exactly one address")
 R550_FROM_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}> (header From)")
+R550_BULK_NEEDS_UNSUBSCRIBE = Reply(550, "5.7.1", "Mass mailing (more than {threshold} recipients of one "
+                                    "campaign within {window}) must carry List-Unsubscribe and "
+                                    "List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)")
 R250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 R451_SIGNING_FAILED = Reply(451, "4.3.0", "Temporary failure signing the message, try again later")
 R451_SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later")

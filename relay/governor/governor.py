@@ -1,7 +1,8 @@
 """The governor: may this domain send `n` more recipients now, or must it wait until T?
 
 Asked by the delivery pipeline before each attempt, per sender domain:
-0. a domain paused by the operator waits (`relay domains pause D`, until `resume`)
+0. a domain paused by the operator waits (`relay domains pause D`, until `resume`);
+   bulk mail is paced at `limits.bulk.rate`
 1. `limits.domain_rate` (sliding window, default and per-domain values)
 2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay)
 3. the spike guard after warm-up (`limits.spike.max_growth`)
@@ -30,6 +31,7 @@ PAUSE_RECHECK = 30.0      # a paused domain's mail is looked at again this often
 class HoldReason(enum.StrEnum):
     PAUSED = "paused"
     RATE = "rate"
+    BULK = "bulk_pacing"
     WARMUP = "warmup"
     SPIKE = "spike"
 
@@ -55,11 +57,16 @@ class Governor:
         """Domains paused by the operator (`relay domains pause`), as the spool has them."""
         self._paused = dict(paused)
 
-    def admit(self, domain: str, recipients: int) -> Hold | None:
+    def admit(self, domain: str, recipients: int, bulk: bool = False) -> Hold | None:
         """None: send now. A Hold: wait until `hold.until` (not an attempt)."""
         now = self.clock.now()
         if domain in self._paused:
             return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, self._paused[domain])
+        if bulk:
+            pace = self.limits.bulk.rate
+            until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
+            if until is not None:
+                return Hold(until, HoldReason.BULK, f"bulk.rate {pace.text}")
         rate = self.limits.rate_for(domain)
         if rate is not None:
             until = self._windows.wait_until(domain, rate, recipients, now)
@@ -85,9 +92,12 @@ class Governor:
         history = 0 if first_day is None else today - first_day
         return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
 
-    def sending(self, domain: str, recipients: int) -> None:
-        """Recipients handed to the route now: they count against the rate."""
-        self._windows.record(domain, recipients, self.clock.now())
+    def sending(self, domain: str, recipients: int, bulk: bool = False) -> None:
+        """Recipients handed to the route now: they count against the rates."""
+        now = self.clock.now()
+        self._windows.record(domain, recipients, now)
+        if bulk:
+            self._windows.record(domain + "#bulk", recipients, now)
 
     def delivered(self, domain: str, recipients: int) -> None:
         """Recipients the route accepted: they count toward the day's volume."""

@@ -9,9 +9,13 @@
 4. RCPT TO    recipient count limit (452 4.5.3)
 5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
               principal may use (550 5.6.0 / 550 5.7.1), its DMARC policy and alignment
-              looked at in the background (a warning, never a refusal); Date and Message-ID added when
-              missing; the route's headers added; Received added; DKIM signature(s) added;
-              stored durably in the spool; then `250 2.0.0 Ok: queued as <id>`.
+              looked at in the background (a warning, never a refusal); Date and Message-ID
+              added when missing; the route's headers added; mass-send classification: past
+              `limits.bulk.recipients_threshold` recipients of one campaign within the window
+              the message is bulk, and must carry RFC 8058 headers (`require`: 550 5.7.1
+              without List-Unsubscribe; `inject`: one copy per recipient with relay's
+              one-click URL); Received added; DKIM signature(s) added (over those headers
+              too); stored durably in the spool; then `250 2.0.0 Ok: queued as <id>`.
 
 Failing to sign or to store is always a 4xx: the client keeps the message. Nothing here
 knows about aiosmtpd; `inbound/handler.py` adapts it.
@@ -22,6 +26,7 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from relay import replies
 from relay.checks import content, sender
@@ -33,10 +38,14 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import PolicyError, TemporaryError
 from relay.events import Event, emit
-from relay.model import Principal, QueuedMessage, Recipient, new_queue_id
+from relay.governor.bulk import CampaignCounter, campaign_key
+from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
 from relay.signing.dkim import Signer
 from relay.spool.store import Spool
+
+if TYPE_CHECKING:
+    from relay.web.tokens import UnsubscribeTokens
 
 log = logging.getLogger("relay.acceptance")
 
@@ -60,7 +69,8 @@ class SessionState:
 class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
-                 spf_gate: SpfGate, dmarc: DmarcMonitor,
+                 spf_gate: SpfGate, dmarc: DmarcMonitor, campaigns: CampaignCounter,
+                 tokens: "UnsubscribeTokens | None" = None,
                  on_queued=lambda message: None) -> None:
         self.config = config
         self.users = users
@@ -72,6 +82,8 @@ class Acceptance:
         self.signing_pool = signing_pool
         self.spf_gate = spf_gate
         self.dmarc = dmarc
+        self.campaigns = campaigns
+        self.tokens = tokens
         self.on_queued = on_queued
 
     # 1. connect
@@ -132,21 +144,46 @@ class Acceptance:
         self.dmarc.observe(domain, [k.domain for k in self.signer.keys_for(domain)])
         content.add_missing(parsed, queue_id, now)
         route_name = self.config.domains[session.sender_domain].route
-        route = self.config.routes[route_name]
-        parsed.headers.extend((k.encode(), b" " + v.encode()) for k, v in route.headers.items())
-        trace = content.received(session.helo, session.ip, self.config.server.hostname,
-                                 _protocol(session), queue_id, recipients, now)
-        signatures = await self._sign(domain, parsed, now, queue_id)
-        message = QueuedMessage(
-            id=queue_id, mail_from=mail_from, recipients=[Recipient(r) for r in recipients],
-            domain=session.sender_domain, route=route_name,
-            body=parsed.serialize(prepend=signatures + [trace]), created=now, next_attempt=now,
-            mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")])
-        await self._store(message)
-        emit(Event.QUEUED, id=queue_id, domain=message.domain, route=route_name,
-             user=session.principal.username, rcpts=len(recipients), size=len(message.body))
-        self.on_queued(message)
+        parsed.headers.extend((k.encode(), b" " + v.encode())
+                              for k, v in self.config.routes[route_name].headers.items())
+        campaign = campaign_key(session.sender_domain, parsed.headers, parsed.from_address)
+        total = self.campaigns.add(campaign, len(recipients), now)
+        stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
+        messages = []
+        for group, extra in self._unsubscribe_groups(parsed, stream, session.sender_domain, recipients):
+            copy = content.Parsed(parsed.headers + extra, parsed.body, parsed.from_address)
+            copy_id = queue_id if not messages else new_queue_id(now)
+            trace = content.received(session.helo, session.ip, self.config.server.hostname,
+                                     _protocol(session), copy_id, group, now)
+            signatures = await self._sign(domain, copy, now, queue_id)
+            messages.append(QueuedMessage(
+                id=copy_id, mail_from=mail_from, recipients=[Recipient(r) for r in group],
+                domain=session.sender_domain, route=route_name, stream=stream,
+                body=copy.serialize(prepend=signatures + [trace]), created=now, next_attempt=now,
+                mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")]))
+        await self._store(messages, (campaign, self.campaigns.bucket_of(now), len(recipients)))
+        for message in messages:
+            emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
+                 stream=stream.name.lower(), user=session.principal.username,
+                 rcpts=len(message.recipients), size=len(message.body))
+        self.on_queued(messages[0])
         return replies.R250_QUEUED.format(queue_id=queue_id)
+
+    def _unsubscribe_groups(self, parsed: content.Parsed, stream: Stream, domain: str,
+                            recipients: list[str]) -> list[tuple[list[str], list[content.Header]]]:
+        """Who gets which copy, with which added headers (RFC 8058, before signing)."""
+        has_header = bool(parsed.get(b"List-Unsubscribe"))
+        mode = self.config.unsubscribe_mode
+        if stream is Stream.TRANSACTIONAL or has_header or mode == "off":
+            return [(recipients, [])]
+        if mode == "require":
+            bulk = self.config.limits.bulk
+            raise PolicyError(replies.R550_BULK_NEEDS_UNSUBSCRIBE.format(
+                threshold=bulk.recipients_threshold, window=_human(bulk.window)))
+        base = self.config.feedback.unsubscribe.base_url.rstrip("/")
+        return [([r], [(b"List-Unsubscribe", f" <{base}/{self.tokens.make(r, domain)}>".encode()),
+                       (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click")])
+                for r in recipients]
 
     async def _sign(self, domain: str, parsed: content.Parsed, now: float, queue_id: str) -> list[bytes]:
         loop = asyncio.get_running_loop()
@@ -157,12 +194,19 @@ class Acceptance:
             log.error("DKIM signing failed for %s (%s): %s", queue_id, domain, exc)
             raise TemporaryError(replies.R451_SIGNING_FAILED, str(exc)) from exc
 
-    async def _store(self, message: QueuedMessage) -> None:
+    async def _store(self, messages: list[QueuedMessage], campaign: tuple[str, int, int]) -> None:
         try:
-            await self.spool.enqueue(message)
+            await self.spool.enqueue(*messages, campaign=campaign)
         except Exception as exc:
-            log.error("spooling %s failed: %s", message.id, exc)
+            log.error("spooling %s failed: %s", messages[0].id, exc)
             raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _protocol(session: SessionState) -> str:

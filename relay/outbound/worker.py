@@ -25,7 +25,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.events import Event, emit
 from relay.governor.governor import Governor, Hold
-from relay.model import QueuedMessage, Recipient, RecipientState, new_queue_id
+from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
 from relay.outbound.upstream import RouteClient, RouteSession, RouteUnavailable, UpstreamReply
@@ -68,11 +68,12 @@ class Delivery:
             return                     # deleted meanwhile, or already deferred again
         route = self.routes[message.route]
         pending = message.pending()
-        hold = self.governor.admit(message.domain, len(pending))
+        bulk = message.stream is Stream.BULK
+        hold = self.governor.admit(message.domain, len(pending), bulk)
         if hold is not None:
             await self._hold(message, hold)
             return
-        self.governor.sending(message.domain, len(pending))
+        self.governor.sending(message.domain, len(pending), bulk)
         message.attempts += 1
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(pending))

@@ -189,9 +189,21 @@ class Spool:
         self._readers.shutdown(wait=True)
 
     # --- async API used by the pipelines -------------------------------------------
-    async def enqueue(self, message: QueuedMessage) -> None:
-        """Durably store a new message; returns once it is committed."""
-        await self._writer.submit(lambda conn: _insert(conn, message))
+    async def enqueue(self, *messages: QueuedMessage,
+                      campaign: tuple[str, int, int] | None = None) -> None:
+        """Durably store new messages (the copies of one submission), with the submission's
+        count toward its campaign (campaign, bucket, recipients); returns once committed."""
+        def write(conn: sqlite3.Connection) -> None:
+            for message in messages:
+                _insert(conn, message)
+            if campaign is not None:
+                state.count_campaign(conn, *campaign)
+        await self._writer.submit(write)
+
+    def campaigns_now(self, since_bucket: int) -> dict[str, list[tuple[int, int]]]:
+        """The live campaign counts, for the acceptance side at start."""
+        with connect(self.path) as conn:
+            return state.campaign_buckets(conn, since_bucket)
 
     async def due(self, now: float, limit: int) -> list[Due]:
         """Messages whose next attempt is due, transactional first, oldest first."""

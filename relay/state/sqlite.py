@@ -5,6 +5,7 @@ that was not recorded, nor record one that was not counted).
     domain_days   (domain, day, delivered)   recipients delivered per UTC day
     domain_state  (domain, first_send)       when relay first delivered for the domain
     domain_pauses (domain, since, reason)    domains whose mail waits (`relay domains pause`)
+    campaign_buckets (campaign, bucket, recipients)   mass-send detection counts
 """
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ CREATE TABLE IF NOT EXISTS domain_days (
 CREATE TABLE IF NOT EXISTS domain_state (
     domain TEXT PRIMARY KEY,
     first_send REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaign_buckets (
+    campaign TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    recipients INTEGER NOT NULL,
+    PRIMARY KEY (campaign, bucket)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS domain_pauses (
     domain TEXT PRIMARY KEY,
@@ -63,3 +70,19 @@ def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> Non
 
 def resume(conn: sqlite3.Connection, domain: str) -> bool:
     return conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount > 0
+
+
+def count_campaign(conn: sqlite3.Connection, campaign: str, bucket: int, recipients: int) -> None:
+    conn.execute("INSERT INTO campaign_buckets (campaign, bucket, recipients) VALUES (?, ?, ?)"
+                 " ON CONFLICT (campaign, bucket) DO UPDATE SET recipients = recipients + excluded.recipients",
+                 (campaign, bucket, recipients))
+
+
+def campaign_buckets(conn: sqlite3.Connection, since_bucket: int) -> dict[str, list[tuple[int, int]]]:
+    """The live buckets, by campaign; older ones are deleted on the way."""
+    conn.execute("DELETE FROM campaign_buckets WHERE bucket < ?", (since_bucket,))
+    out: dict[str, list[tuple[int, int]]] = {}
+    for campaign, bucket, n in conn.execute(
+            "SELECT campaign, bucket, recipients FROM campaign_buckets"):
+        out.setdefault(campaign, []).append((bucket, n))
+    return out
