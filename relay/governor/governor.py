@@ -101,6 +101,8 @@ class Governor:
 
     def delivered(self, domain: str, recipients: int) -> None:
         """Recipients the route accepted: they count toward the day's volume."""
+        if recipients <= 0:                       # nothing delivered: the warm-up has not begun
+            return
         now = self.clock.now()
         key = (domain, day_of(now))
         self._volumes[key] = self._volumes.get(key, 0) + recipients

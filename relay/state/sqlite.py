@@ -47,8 +47,8 @@ def add_deliveries(conn: sqlite3.Connection, domain: str, count: int, now: float
     conn.execute("INSERT INTO domain_days (domain, day, delivered) VALUES (?, ?, ?)"
                  " ON CONFLICT (domain, day) DO UPDATE SET delivered = delivered + excluded.delivered",
                  (domain, day_of(now), count))
-    conn.execute("INSERT OR IGNORE INTO domain_state (domain, first_send) VALUES (?, ?)",
-                 (domain, now))
+    conn.execute("INSERT INTO domain_state (domain, first_send) VALUES (?, ?) ON CONFLICT (domain)"
+                 " DO UPDATE SET first_send = MIN(first_send, excluded.first_send)", (domain, now))
 
 
 def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], dict[tuple[str, int], int]]:
