@@ -22,7 +22,13 @@ from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
 from relay.clock import Clock, SystemClock
 from relay.checks.dmarc import DmarcMonitor
+from aiohttp import web
+
 from relay.checks.spf import SpfEvaluator
+from relay.events import Event, emit
+from relay.state.suppressions import SuppressionReason
+from relay.web.tokens import UnsubscribeTokens
+from relay.web.unsubscribe import make_app, start_http, stop_http
 from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
 from relay.checks.spf_gate import SpfGate
 from relay.config import Config
@@ -53,8 +59,8 @@ def load_signer(config: Config) -> Signer:
     return Signer(keys)
 
 
-def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
-    """Everything that can fail at start besides binding ports: keys and certificates."""
+def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", UnsubscribeTokens | None]:
+    """Everything that can fail at start besides binding ports: keys, certificates, secrets."""
     server = config.server
     context = (tls.server_context(server.tls, config.spool.path, server.hostname)
                if server.tls else None)
@@ -68,7 +74,13 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None"]:
             domain = entry.rpartition("@")[2].lower()
             if domain not in config.domains:
                 log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
-    return load_signer(config), context
+    tokens = None
+    if config.feedback.unsubscribe is not None:
+        try:
+            tokens = UnsubscribeTokens(config.feedback.unsubscribe.secret())
+        except ValueError as exc:
+            raise ConfigError([f"feedback.unsubscribe.secret_env: {exc}"]) from None
+    return load_signer(config), context, tokens
 
 
 class Relay:
@@ -79,7 +91,7 @@ class Relay:
         self.reread = reread          # how SIGHUP gets the configuration again
         self.clock = clock or SystemClock()
         self.resolver = resolver or DnsResolver(config.dns.nameservers, config.dns.timeout, self.clock)
-        self.signer, context = preflight(config)
+        self.signer, context, tokens = preflight(config)
         self.spool = Spool(config.spool.path)
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
         self.dmarc = DmarcMonitor(self.resolver, self.clock)
@@ -92,14 +104,22 @@ class Relay:
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
-            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns,
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns, tokens,
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
+        self.http_runner = None
+        self.http_port: int | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         self.spool.start()
         await self.listeners.start()
+        if self.config.http is not None:
+            tokens = self.acceptance.tokens
+            app = make_app(tokens, self._unsubscribed) if tokens else web.Application()
+            self.http_runner, self.http_port = await start_http(
+                app, self.config.http.address, self.config.http.port)
+            log.info("HTTP listening on %s:%d (/unsubscribe)", self.config.http.address, self.http_port)
         await self.delivery.start()
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
                  len(self.listeners.servers), len(self.config.routes), len(self.config.domains),
@@ -113,6 +133,8 @@ class Relay:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         log.info("draining: no new connections; open transactions may finish")
+        if self.http_runner is not None:
+            await stop_http(self.http_runner)
         await self.listeners.drain(drain_timeout)
         self.dmarc.close()
         await self.delivery.stop(drain_timeout)
@@ -120,12 +142,17 @@ class Relay:
         self.signing_pool.shutdown(wait=True)
         log.info("relay stopped")
 
+    async def _unsubscribed(self, recipient: str, domain: str) -> None:
+        """RFC 8058 one-click: that recipient gets no more mail of that sender domain."""
+        await self.spool.suppress(recipient, domain, SuppressionReason.UNSUBSCRIBED, self.clock.now())
+        emit(Event.SUPPRESSED, domain=domain, reason=SuppressionReason.UNSUBSCRIBED.value)
+
     async def reload(self) -> bool:
         """Re-read the configuration and apply it to the next decisions, without dropping a
         session or a queued message. An invalid file changes nothing: its errors are logged."""
         try:
             config = self.reread()
-            signer, context = preflight(config)
+            signer, context, _ = preflight(config)
         except ConfigError as exc:
             for line in exc.errors:
                 log.error("reload refused, the running configuration stays: %s", line)
@@ -139,6 +166,9 @@ class Relay:
         self.acceptance.admission.max_total = server.max_connections
         self.acceptance.admission.max_per_ip = server.max_connections_per_ip
         self.acceptance.signer = signer
+        if config.feedback != self.config.feedback or config.http != self.config.http:
+            log.warning("reload: feedback.unsubscribe and http changes take effect at the next "
+                        "restart (links already sent must keep working with the same secret)")
         self.acceptance.spf_gate.reconfigure(config)
         self.listeners.reconfigure(config, context)
         self.config = config

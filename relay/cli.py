@@ -79,7 +79,7 @@ def cmd_reload(args) -> int:
 def cmd_check(args) -> int:
     config = _load(args.config)
     from relay.app import preflight
-    preflight(config)
+    preflight(config)                             # keys, certificates, secrets
     yaml.safe_dump(config_module.redacted(config), sys.stdout, sort_keys=False)
     print("configuration OK", file=sys.stderr)
     return 0

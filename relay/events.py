@@ -24,6 +24,7 @@ class Event(enum.StrEnum):
     EXPIRED = "expired"
     DSN_SENT = "dsn_sent"
     DELETED = "deleted"
+    SUPPRESSED = "suppressed"
 
 
 def emit(event: Event, **fields: object) -> None:

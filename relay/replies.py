@@ -67,6 +67,10 @@ R550_SPF_NOT_AUTHORIZED = Reply(550, "5.7.23", "SPF of {domain} does not authori
                                 "(result {result}): {fix}")
 R550_SPF_PERMERROR = Reply(550, "5.5.2", "SPF record of {domain} is broken: {problem}")
 R451_SPF_TEMPERROR = Reply(451, "4.4.3", "Cannot check the SPF of {domain} now (DNS), try again later")
+R550_UNSUBSCRIBED = Reply(550, "5.7.1", "<{address}> unsubscribed from mail of {domain}")
+R550_HARD_BOUNCED = Reply(550, "5.1.1", "<{address}> bounced earlier: the mailbox does not exist")
+R550_COMPLAINED = Reply(550, "5.7.1", "<{address}> complained about mail of {domain}")
+R550_SUPPRESSED = Reply(550, "5.7.1", "<{address}> is on the suppression list of {domain}")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 

@@ -6,7 +6,8 @@
 3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1);
               the domain's SPF authorizes the route that will carry it (550 5.7.23, 550 5.5.2
               for a broken record, 451 4.4.3 when DNS cannot say)
-4. RCPT TO    recipient count limit (452 4.5.3)
+4. RCPT TO    syntax (553 5.1.3); the suppression list of the sender domain (550 5.7.1
+              unsubscribed or complained, 550 5.1.1 hard bounce); count limit (452 4.5.3)
 5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
               principal may use (550 5.6.0 / 550 5.7.1), its DMARC policy and alignment
               looked at in the background (a warning, never a refusal); Date and Message-ID
@@ -42,6 +43,7 @@ from relay.governor.bulk import CampaignCounter, campaign_key
 from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
 from relay.signing.dkim import Signer
+from relay.state.suppressions import SuppressionReason
 from relay.spool.store import Spool
 
 if TYPE_CHECKING:
@@ -125,8 +127,13 @@ class Acceptance:
         return replies.R250_SENDER_OK
 
     # 4. RCPT TO
-    def rcpt_to(self, session: SessionState, address: str) -> Reply:
+    async def rcpt_to(self, session: SessionState, address: str) -> Reply:
         sender.check_syntax(address, session.smtputf8)
+        reason = await self.spool.suppression(address, session.sender_domain)
+        if reason is not None:
+            reply = _SUPPRESSION_REPLIES.get(reason, replies.R550_SUPPRESSED)
+            raise PolicyError(reply.format(address=address, domain=session.sender_domain),
+                              f"suppressed ({reason.value})")
         if session.recipients >= self.config.server.max_recipients:
             raise TemporaryError(replies.R452_TOO_MANY_RECIPIENTS)
         session.recipients += 1
@@ -200,6 +207,13 @@ class Acceptance:
         except Exception as exc:
             log.error("spooling %s failed: %s", messages[0].id, exc)
             raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc
+
+
+_SUPPRESSION_REPLIES = {
+    SuppressionReason.UNSUBSCRIBED: replies.R550_UNSUBSCRIBED,
+    SuppressionReason.HARD_BOUNCE: replies.R550_HARD_BOUNCED,
+    SuppressionReason.COMPLAINT: replies.R550_COMPLAINED,
+}
 
 
 def _human(seconds: float) -> str:

@@ -53,7 +53,7 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address: str, options: list[str]) -> str:
         try:
-            reply = self.acceptance.rcpt_to(self.state(session), address)
+            reply = await self.acceptance.rcpt_to(self.state(session), address)
         except Exception as exc:
             return self._refuse(session, "RCPT", exc, address)
         envelope.rcpt_tos.append(address)

@@ -25,6 +25,7 @@ from typing import Callable, TypeVar
 
 from relay.model import QueuedMessage, Recipient, RecipientState, Stream
 from relay.state import sqlite as state
+from relay.state import suppressions
 
 log = logging.getLogger("relay.spool")
 T = TypeVar("T")
@@ -168,6 +169,7 @@ class Spool:
         with connect(self.path) as conn:
             conn.executescript(SCHEMA)
             conn.executescript(state.SCHEMA)
+            conn.executescript(suppressions.SCHEMA)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
             if "held" not in columns:              # a spool written before the governor
                 conn.execute("ALTER TABLE messages ADD COLUMN held REAL NOT NULL DEFAULT 0")
@@ -243,6 +245,14 @@ class Spool:
 
     async def governance_state(self, since_day: int):
         return await self._read(lambda conn: state.load(conn, since_day))
+
+    async def suppression(self, recipient: str, domain: str) -> "suppressions.SuppressionReason | None":
+        return await self._read(lambda conn: suppressions.lookup(conn, recipient, domain))
+
+    async def suppress(self, recipient: str, domain: str, reason: "suppressions.SuppressionReason",
+                       now: float) -> bool:
+        return await self._writer.submit(
+            lambda conn: suppressions.suppress(conn, recipient, domain, reason, now))
 
     async def paused_domains(self) -> dict[str, str]:
         return await self._read(state.paused)
