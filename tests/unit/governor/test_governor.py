@@ -437,3 +437,30 @@ def test_status_under_the_spike_guard(clock):
     gov = governor(clock, first, volumes, spike={"max_growth": 2.0}, **WARMUP)
     assert gov.status("acme.fr") == {"state": "active", "warmup_day": 10, "today": 42, "cap": 200,
                                      "cap_reason": "spike", "rate": None}
+
+
+# --- bulk pacing and pauses -------------------------------------------------------------
+
+def test_bulk_mail_is_paced_at_bulk_rate_and_transactional_is_not(clock):
+    """Bulk recipients go at limits.bulk.rate; the next waits for the window to move, while
+    transactional mail of the same domain is still admitted."""
+    gov = governor(clock, bulk={"rate": "2/min"})
+    for _ in range(2):
+        assert gov.admit("acme.fr", 1, bulk=True) is None
+        gov.sending("acme.fr", 1, bulk=True)
+    hold = gov.admit("acme.fr", 1, bulk=True)
+    assert hold is not None and hold.reason is HoldReason.BULK and hold.until == TEN_AM + 60
+    assert gov.admit("acme.fr", 1) is None                 # a password reset goes at once
+    clock.t += 60
+    assert gov.admit("acme.fr", 1, bulk=True) is None
+
+
+def test_a_paused_domain_is_held_and_resumes(clock):
+    """`relay domains pause` holds every message of the domain, rechecked periodically."""
+    gov = governor(clock)
+    gov.set_paused({"acme.fr": "paused by the operator"})
+    hold = gov.admit("acme.fr", 1)
+    assert hold is not None and hold.reason is HoldReason.PAUSED and hold.until > clock.t
+    assert gov.admit("other.fr", 1) is None
+    gov.set_paused({})
+    assert gov.admit("acme.fr", 1) is None
