@@ -95,9 +95,11 @@ class Governor:
     def sending(self, domain: str, recipients: int, bulk: bool = False) -> None:
         """Recipients handed to the route now: they count against the rates."""
         now = self.clock.now()
-        self._windows.record(domain, recipients, now)
+        rate = self.limits.rate_for(domain)
+        if rate is not None:                      # no limit, nothing to remember
+            self._windows.record(domain, recipients, now, rate.period)
         if bulk:
-            self._windows.record(domain + "#bulk", recipients, now)
+            self._windows.record(domain + "#bulk", recipients, now, self.limits.bulk.rate.period)
 
     def delivered(self, domain: str, recipients: int) -> None:
         """Recipients the route accepted: they count toward the day's volume."""

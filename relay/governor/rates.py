@@ -1,7 +1,9 @@
 """Sliding-window rate limits: at most `count` units in any `period` seconds, per key.
 
-A window holds (time, units) entries for the last period only, so its memory is bounded by
-the rate itself (a `1000/h` limit keeps at most 1000 entries per domain).
+A window holds (time, units) entries for the last period only, with their running sum, so a
+question costs O(1) amortized. Sends closer together than 1/1000 of the period share one
+entry (the earlier time: conservative), so a window never holds more than ~1000 entries,
+however high the rate.
 """
 from __future__ import annotations
 
@@ -10,29 +12,47 @@ from collections import deque
 from relay.units import Rate
 
 
+GRANULARITY = 1000
+
+
+class _Window:
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def expire(self, horizon: float) -> None:
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.total -= entries.popleft()[1]
+
+
 class SlidingWindow:
     def __init__(self) -> None:
-        self._entries: dict[str, deque[tuple[float, int]]] = {}
-
-    def _window(self, key: str, period: float, now: float) -> deque[tuple[float, int]]:
-        window = self._entries.setdefault(key, deque())
-        while window and window[0][0] <= now - period:
-            window.popleft()
-        return window
+        self._windows: dict[str, _Window] = {}
 
     def wait_until(self, key: str, rate: Rate, units: int, now: float) -> float | None:
         """None when `units` more fit now; else the earliest time they will. A burst larger
         than the whole rate goes alone, once the window is empty."""
-        window = self._window(key, rate.period, now)
-        used = sum(n for _, n in window)
-        if not window or used + units <= rate.count:
+        window = self._windows.get(key)
+        if window is None:
             return None
-        need = used + min(units, rate.count) - rate.count
-        for ts, n in window:
+        window.expire(now - rate.period)
+        if not window.entries or window.total + units <= rate.count:
+            return None
+        need = window.total + min(units, rate.count) - rate.count
+        for ts, n in window.entries:
             need -= n
             if need <= 0:
                 return ts + rate.period
-        return window[-1][0] + rate.period
+        return window.entries[-1][0] + rate.period
 
-    def record(self, key: str, units: int, now: float) -> None:
-        self._entries.setdefault(key, deque()).append((now, units))
+    def record(self, key: str, units: int, now: float, period: float = 0.0) -> None:
+        window = self._windows.setdefault(key, _Window())
+        entries = window.entries
+        if entries and now - entries[-1][0] < period / GRANULARITY:
+            entries[-1] = (entries[-1][0], entries[-1][1] + units)
+        else:
+            entries.append((now, units))
+        window.total += units
