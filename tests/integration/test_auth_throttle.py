@@ -5,41 +5,17 @@ after that, the right password works again. Other addresses are not affected.
 Time is a FakeClock handed to the relay: the slow-downs are recorded instead of slept, and
 the lockout ends when the test moves the clock, so nothing here waits for real.
 """
-import asyncio
 import base64
 import smtplib
-import threading
 import time
 
 import pytest
 
 from tests.conftest import PASSWORD
+from tests.fakes.clock import FakeClock
 
 POLICY = {"slow_after": 2, "lock_after": 6, "window": "10m", "lockout": "5m"}
 LOCKOUT = 300.0
-
-
-class FakeClock:
-    """A relay Clock whose time only moves when told to; `sleep` records and advances."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else start
-        self._lock = threading.Lock()
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        with self._lock:
-            return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self._now += max(seconds, 0.0)
-        await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 def _plain(password: str, username: str = "billing-app") -> str:
@@ -64,7 +40,7 @@ class _Client:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(time.time())
 
 
 @pytest.fixture

@@ -12,19 +12,9 @@ import pytest
 
 from relay.dns import DnsResolver, DnsTemporaryError, parse_nameserver
 from tests.fakes.dns_server import LoopbackDns
+from tests.fakes.clock import FakeClock
 
 LONG_SPF = "v=spf1 " + " ".join(f"ip4:198.51.100.{i}" for i in range(40)) + " -all"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 ZONE = {

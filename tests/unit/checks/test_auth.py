@@ -12,6 +12,7 @@ from relay.checks.auth import AuthThrottle, Users, check_password, hash_password
 from relay.config import AuthFailures, User
 from relay.errors import TemporaryError
 from relay.model import Principal
+from tests.fakes.clock import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +113,6 @@ def test_by_network_matches_ipv4_mapped_ipv6_addresses(users):
 
 
 # --- AuthThrottle ---------------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
 
 IP = "192.0.2.1"
 POLICY = AuthFailures(slow_after=3, lock_after=10, window=900, lockout=600)

@@ -12,17 +12,7 @@ from relay.checks.dmarc import (DmarcMonitor, DmarcRecordError, aligned, aligned
                                 find_policy, organizational_domain, parse_record)
 from relay.dns import DnsTemporaryError
 from tests.fakes.dns_server import ZoneResolver
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
+from tests.fakes.clock import FakeClock
 
 
 # --- organizational domain and alignment ---------------------------------------------

@@ -19,20 +19,10 @@ from relay.checks.spf_gate import SpfGate
 from relay.config import Config, parse
 from relay.errors import PolicyError, TemporaryError
 from tests.unit.checks.test_spf import FakeDns
+from tests.fakes.clock import FakeClock
 
 BREVO = {"mode": "enforce", "egress_ips": ["1.179.112.1"], "include": "spf.brevo.com"}
 FIX = "add include:spf.brevo.com to the SPF record of acme.fr"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class HangingDns(FakeDns):

@@ -15,6 +15,7 @@ from relay.config import Limits
 from relay.governor.governor import Governor, Hold, HoldReason
 from relay.governor.warmup import SPIKE_DAYS
 from relay.state import sqlite as state
+from tests.fakes.clock import FakeClock
 
 DAY = 86400
 TODAY = 20_000                        # a UTC day number
@@ -23,20 +24,9 @@ TEN_AM = MIDNIGHT + 10 * 3600
 TOMORROW = MIDNIGHT + DAY
 
 
-class FakeClock:
-    def __init__(self, now: float = TEN_AM) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(TEN_AM)
 
 
 def limits(**data) -> Limits:
