@@ -27,6 +27,8 @@ from aiohttp import web
 from relay.checks.spf import SpfEvaluator
 from relay.events import Event, emit
 from relay.state.suppressions import SuppressionReason
+from relay.feedback.intake import FeedbackIntake
+from relay.web import webhooks
 from relay.web.tokens import UnsubscribeTokens
 from relay.web.unsubscribe import make_app, start_http, stop_http
 from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
@@ -99,12 +101,14 @@ class Relay:
         campaigns = CampaignCounter(window, self.spool.campaigns_now(
             int((self.clock.now() - window) // (window / BUCKETS_PER_WINDOW))))
         self.delivery = DeliveryProcess(config)
+        self.intake = FeedbackIntake(config, self.spool, self.clock)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
             SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns, tokens,
+            self.intake,
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
         self.http_runner = None
@@ -117,9 +121,11 @@ class Relay:
         if self.config.http is not None:
             tokens = self.acceptance.tokens
             app = make_app(tokens, self._unsubscribed) if tokens else web.Application()
+            webhooks.add_routes(app, self.config.feedback.webhooks, self.intake.record)
             self.http_runner, self.http_port = await start_http(
                 app, self.config.http.address, self.config.http.port)
-            log.info("HTTP listening on %s:%d (/unsubscribe)", self.config.http.address, self.http_port)
+            log.info("HTTP listening on %s:%d (/unsubscribe, /webhooks/%s)", self.config.http.address,
+                     self.http_port, ",".join(self.config.feedback.webhooks) or "-")
         await self.delivery.start()
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
                  len(self.listeners.servers), len(self.config.routes), len(self.config.domains),
@@ -171,6 +177,7 @@ class Relay:
                         "restart (links already sent must keep working with the same secret)")
         self.acceptance.spf_gate.reconfigure(config)
         self.listeners.reconfigure(config, context)
+        self.intake.config = config
         self.config = config
         await self.delivery.reload(config)
         log.info("configuration reloaded: %d user(s), %d domain(s), %d route(s)",

@@ -196,7 +196,7 @@ def cmd_domains(args) -> int:
             if args.action == "pause":
                 spool.pause(domain, "paused by the operator", time.time())
                 print(f"{domain}: paused (its mail is accepted and waits in the queue)")
-            elif spool.resume(domain):
+            elif spool.resume(domain, time.time()):
                 print(f"{domain}: resumed (held mail leaves within 30 s)")
             else:
                 print(f"{domain}: was not paused")
@@ -208,17 +208,81 @@ def cmd_domains(args) -> int:
         queued: dict[str, int] = {}
         for summary in spool.summaries():
             queued[summary.domain] = queued.get(summary.domain, 0) + 1
-        print(f"{'DOMAIN':<24} {'ROUTE':<10} {'STATE':<7} {'DAY':>4} {'TODAY':>7} {'CAP':>12} "
-              f"{'RATE':<10} {'QUEUED':>6}")
+        print(f"{'DOMAIN':<24} {'ROUTE':<10} {'STATE':<14} {'DAY':>4} {'TODAY':>7} {'CAP':>12} "
+              f"{'RATE':<10} {'QUEUED':>6} {'COMPLAINTS':>10} {'BOUNCES':>8}")
         for domain in sorted(set(config.domains) | set(first_send)):
             s = governor.status(domain)
             cap = f"{s['cap']} ({s['cap_reason']})" if s["cap"] is not None else "-"
             route = config.domains[domain].route if domain in config.domains else "(removed)"
-            print(f"{domain:<24} {route:<10} {s['state']:<7} {s['warmup_day']:>4} {s['today']:>7} "
-                  f"{cap:>12} {s['rate'] or '-':<10} {queued.get(domain, 0):>6}")
+            delivered, complaints, bounces = spool.rates(domain, clock.now(), config.reputation.window)
+            ratio = (lambda n: f"{n / delivered:.2%}" if delivered else "-")
+            print(f"{domain:<24} {route:<10} {s['state']:<14} {s['warmup_day']:>4} {s['today']:>7} "
+                  f"{cap:>12} {s['rate'] or '-':<10} {queued.get(domain, 0):>6} "
+                  f"{ratio(complaints):>10} {ratio(bounces):>8}")
         return 0
     finally:
         spool.close()
+
+
+def cmd_suppressions(args) -> int:
+    import csv
+    import time
+
+    from relay.spool.store import Spool
+    config = _load(args.config)
+    spool = Spool(config.spool.path)
+    try:
+        if args.action in ("add", "remove"):
+            if not (args.recipient and args.domain):
+                print(f"relay: suppressions {args.action} needs RECIPIENT and --domain", file=sys.stderr)
+                return 1
+            done = spool.suppressions(args.action, args.recipient, args.domain, time.time())
+            verb = {"add": ("suppressed", "was already suppressed"),
+                    "remove": ("removed", "was not suppressed")}[args.action]
+            print(f"{args.recipient.lower()} for {args.domain.lower()}: {verb[0] if done else verb[1]}")
+            return 0
+        rows = spool.suppressions("list", domain=args.domain or "")
+        if args.action == "export":
+            out = csv.writer(sys.stdout)
+            out.writerow(["recipient", "domain", "reason", "since"])
+            for recipient, domain, reason, since in rows:
+                out.writerow([recipient, domain, reason.value, _when(since)])
+            return 0
+        for recipient, domain, reason, since in rows:
+            print(f"{recipient:<40} {domain:<24} {reason.value:<13} {_when(since)}")
+        print(f"{len(rows)} suppression(s)")
+        return 0
+    finally:
+        spool.close()
+
+
+def cmd_feedback_ingest(args) -> int:
+    """A mailbox pipe: one DSN or ARF report on standard input."""
+    import asyncio
+
+    from relay.clock import SystemClock
+    from relay.feedback.intake import FeedbackIntake
+    from relay.feedback.reports import read_report
+    from relay.spool.store import Spool
+    config = _load(args.config)
+    clock = SystemClock()
+    events = read_report(sys.stdin.buffer.read(), clock.now())
+    if not events:
+        print("relay: standard input holds no delivery status notification (RFC 3464) nor "
+              "feedback report (RFC 5965) with a recipient", file=sys.stderr)
+        return 1
+    spool = Spool(config.spool.path)
+    spool.start()
+
+    async def record() -> int:
+        return await FeedbackIntake(config, spool, clock).record(events)
+    try:
+        new = asyncio.run(record())
+    finally:
+        spool.close()
+    kinds = ", ".join(sorted({e.kind.value for e in events}))
+    print(f"{len(events)} event(s) ({kinds}), {new} new")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -256,6 +320,16 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["list", "pause", "resume"])
     d.add_argument("domain", nargs="?")
     d.set_defaults(fn=cmd_domains)
+
+    f = sub.add_parser("feedback", help="bounce and complaint intake").add_subparsers(dest="action", required=True)
+    with_config(f.add_parser("ingest", help="read one DSN or ARF report from standard input")
+                ).set_defaults(fn=cmd_feedback_ingest)
+
+    s = with_config(sub.add_parser("suppressions", help="the suppression list"))
+    s.add_argument("action", choices=["list", "add", "remove", "export"])
+    s.add_argument("recipient", nargs="?")
+    s.add_argument("--domain", help="the sender domain (required for add and remove)")
+    s.set_defaults(fn=cmd_suppressions)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

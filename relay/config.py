@@ -21,9 +21,11 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from relay.dns import parse_nameserver
 from relay.errors import ConfigError
-from relay.units import Rate, parse_duration, parse_rate, parse_size
+from relay.units import Rate, parse_duration, parse_percent, parse_rate, parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
+Percent = Annotated[float, BeforeValidator(parse_percent),
+                   PlainSerializer(lambda f: f"{f * 100:g}%")]
 RateValue = Annotated[Rate, BeforeValidator(parse_rate), PlainSerializer(lambda r: r.text)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -37,6 +39,7 @@ class Listener(Strict):
     address: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
+    role: Literal["submission", "feedback"] = "submission"   # feedback: DSN/ARF intake only
 
 
 class TLSConfig(Strict):
@@ -225,6 +228,29 @@ class Limits(Strict):
         return self.domain_rate.get(domain, self.domain_rate.get("default"))
 
 
+class Thresholds(Strict):
+    limit: Percent
+    stop: Percent
+
+    @model_validator(mode="after")
+    def _order(self) -> "Thresholds":
+        if self.stop < self.limit:
+            raise ValueError("stop: must not be below limit")
+        return self
+
+
+class Reputation(Strict):
+    """Per sender domain, over `window`: complaints and bounces per recipient delivered."""
+    window: Duration = parse_duration("7d")
+    min_volume: int = Field(default=1000, ge=0)
+    complaint_rate: Thresholds = Field(default_factory=lambda: Thresholds.model_validate(
+        {"limit": "0.10%", "stop": "0.30%"}))              # Gmail's limit and hard stop
+    bounce_rate: Thresholds = Field(default_factory=lambda: Thresholds.model_validate(
+        {"limit": "2%", "stop": "5%"}))
+    on_limit: Literal["pause_bulk", "pause_all", "alert"] = "pause_bulk"
+    on_stop: Literal["pause_bulk", "pause_all", "alert"] = "pause_all"
+
+
 class Unsubscribe(Strict):
     """relay's own RFC 8058 one-click unsubscribe, served on the `http` listener."""
     base_url: str                     # public URL of /unsubscribe, as receivers will POST to it
@@ -245,8 +271,31 @@ class Unsubscribe(Strict):
         return os.environ[self.secret_env].encode()
 
 
+class SoftBounces(Strict):
+    """This many soft bounces of one recipient within `within` suppress it."""
+    count: int = Field(default=5, ge=1)
+    within: Duration = parse_duration("7d")
+
+
+class Webhook(Strict):
+    """A provider's event webhook: the shared secret it presents, read from the environment."""
+    token_env: str
+    public_key_file: Path | None = None    # SendGrid: verify its ECDSA signature too
+
+    @model_validator(mode="after")
+    def _check(self) -> "Webhook":
+        if not os.environ.get(self.token_env):
+            raise ValueError(f"token_env: environment variable {self.token_env} is not set")
+        return self
+
+    def token(self) -> str:
+        return os.environ[self.token_env]
+
+
 class Feedback(Strict):
+    webhooks: dict[Literal["brevo", "mailjet", "ses", "sendgrid", "postmark"], Webhook] = {}
     unsubscribe: Unsubscribe | None = None
+    soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
 
 class Http(Strict):
@@ -263,6 +312,7 @@ class Config(Strict):
     domains: dict[str, Domain] = {}
     routes: dict[str, Route] = {}
     limits: Limits = Field(default_factory=Limits)
+    reputation: Reputation = Field(default_factory=Reputation)
     feedback: Feedback = Field(default_factory=Feedback)
     http: Http | None = None
 
@@ -284,8 +334,9 @@ class Config(Strict):
     def _references(self) -> "Config":
         if self.unsubscribe_mode == "inject" and self.feedback.unsubscribe is None:
             raise ValueError("limits.bulk.unsubscribe: inject needs feedback.unsubscribe")
-        if self.feedback.unsubscribe is not None and self.http is None:
-            raise ValueError("http: feedback.unsubscribe needs the http listener that serves it")
+        if (self.feedback.unsubscribe is not None or self.feedback.webhooks) and self.http is None:
+            raise ValueError("http: feedback.unsubscribe and feedback.webhooks need the http "
+                             "listener that serves them")
         for name, domain in self.domains.items():
             if domain.route not in self.routes:
                 raise ValueError(f"domains.{name}.route: no route named {domain.route!r}")

@@ -25,6 +25,9 @@ class Event(enum.StrEnum):
     DSN_SENT = "dsn_sent"
     DELETED = "deleted"
     SUPPRESSED = "suppressed"
+    COMPLAINED = "complained"
+    PAUSED = "paused"
+    RESUMED = "resumed"
 
 
 def emit(event: Event, **fields: object) -> None:

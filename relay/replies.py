@@ -70,6 +70,7 @@ R451_SPF_TEMPERROR = Reply(451, "4.4.3", "Cannot check the SPF of {domain} now (
 R550_UNSUBSCRIBED = Reply(550, "5.7.1", "<{address}> unsubscribed from mail of {domain}")
 R550_HARD_BOUNCED = Reply(550, "5.1.1", "<{address}> bounced earlier: the mailbox does not exist")
 R550_COMPLAINED = Reply(550, "5.7.1", "<{address}> complained about mail of {domain}")
+R550_SOFT_BOUNCED = Reply(550, "5.2.0", "<{address}> bounced repeatedly: suppressed for {domain}")
 R550_SUPPRESSED = Reply(550, "5.7.1", "<{address}> is on the suppression list of {domain}")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
@@ -94,6 +95,7 @@ R550_FROM_REFUSED = Reply(550, "5.7.1", "You may not send as <{address}> (header
 R550_BULK_NEEDS_UNSUBSCRIBE = Reply(550, "5.7.1", "Mass mailing (more than {threshold} recipients of one "
                                     "campaign within {window}) must carry List-Unsubscribe and "
                                     "List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)")
+R250_FEEDBACK = Reply(250, "2.0.0", "Ok: report read ({events} event(s), {new} new)")
 R250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 R451_SIGNING_FAILED = Reply(451, "4.3.0", "Temporary failure signing the message, try again later")
 R451_SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later")

@@ -65,3 +65,14 @@ def parse_rate(value: object) -> Rate:
         raise ValueError(f'expected "<n>/<unit>" like "300/min" or "1000/h", got {value!r}')
     count, unit = match.groups()
     return Rate(int(count), float(_RATE_PERIODS[unit.lower()]), value.strip())
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_percent(value: object) -> float:
+    """`0.10%` -> 0.001 (a fraction)."""
+    match = _PERCENT.match(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) > 100:
+        raise ValueError(f'expected a percentage like "0.10%", got {value!r}')
+    return float(match.group(1)) / 100

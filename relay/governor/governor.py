@@ -51,17 +51,19 @@ class Governor:
         self._first_send = dict(first_send)
         self._volumes = dict(volumes)
         self._windows = SlidingWindow()
-        self._paused: dict[str, str] = {}
+        self._paused: dict[str, tuple[str, str]] = {}
 
-    def set_paused(self, paused: dict[str, str]) -> None:
-        """Domains paused by the operator (`relay domains pause`), as the spool has them."""
+    def set_paused(self, paused: dict[str, tuple[str, str]]) -> None:
+        """Paused domains as the spool has them: domain -> (scope "all" | "bulk", reason);
+        the operator's pauses (`relay domains pause`) and the reputation rules' ones."""
         self._paused = dict(paused)
 
     def admit(self, domain: str, recipients: int, bulk: bool = False) -> Hold | None:
         """None: send now. A Hold: wait until `hold.until` (not an attempt)."""
         now = self.clock.now()
-        if domain in self._paused:
-            return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, self._paused[domain])
+        pause = self._paused.get(domain)
+        if pause is not None and (pause[0] == "all" or bulk):
+            return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1])
         if bulk:
             pace = self.limits.bulk.rate
             until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
@@ -117,7 +119,8 @@ class Governor:
         today = day_of(self.clock.now())
         first = self._first_send.get(domain)
         cap, reason = self.daily_cap(domain, today)
-        return {"state": "paused" if domain in self._paused else "active",
+        pause = self._paused.get(domain)
+        return {"state": f"paused ({pause[0]})" if pause else "active",
                 "warmup_day": warmup_day(day_of(first) if first else None, today),
                 "today": self._volumes.get((domain, today), 0), "cap": cap,
                 "cap_reason": reason.value if cap is not None else None,

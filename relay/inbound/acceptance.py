@@ -39,6 +39,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import PolicyError, TemporaryError
 from relay.events import Event, emit
+from relay.feedback.reports import read_report
 from relay.governor.bulk import CampaignCounter, campaign_key
 from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
@@ -47,6 +48,7 @@ from relay.state.suppressions import SuppressionReason
 from relay.spool.store import Spool
 
 if TYPE_CHECKING:
+    from relay.feedback.intake import FeedbackIntake
     from relay.web.tokens import UnsubscribeTokens
 
 log = logging.getLogger("relay.acceptance")
@@ -63,6 +65,7 @@ class SessionState:
     sender_domain: str = ""
     recipients: int = 0
     via_auth: bool = False
+    feedback: bool = False          # a `role: feedback` listener's session
     smtputf8: bool = False
     queue_id: str = ""
     extra: dict = field(default_factory=dict)
@@ -72,7 +75,7 @@ class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
                  spf_gate: SpfGate, dmarc: DmarcMonitor, campaigns: CampaignCounter,
-                 tokens: "UnsubscribeTokens | None" = None,
+                 tokens: "UnsubscribeTokens | None" = None, intake: "FeedbackIntake | None" = None,
                  on_queued=lambda message: None) -> None:
         self.config = config
         self.users = users
@@ -86,6 +89,7 @@ class Acceptance:
         self.dmarc = dmarc
         self.campaigns = campaigns
         self.tokens = tokens
+        self.intake = intake
         self.on_queued = on_queued
 
     # 1. connect
@@ -116,6 +120,9 @@ class Acceptance:
 
     # 3. MAIL FROM
     async def mail_from(self, session: SessionState, address: str, smtputf8: bool = False) -> Reply:
+        if session.feedback:                      # reports come from anyone, <> included
+            session.recipients = 0
+            return replies.R250_SENDER_OK
         if session.principal is None:
             raise PolicyError(replies.R530_AUTH_REQUIRED)
         session.smtputf8 = smtputf8
@@ -129,6 +136,8 @@ class Acceptance:
     # 4. RCPT TO
     async def rcpt_to(self, session: SessionState, address: str) -> Reply:
         sender.check_syntax(address, session.smtputf8)
+        if session.feedback:                      # any local mailbox: nothing is relayed
+            return replies.R250_RECIPIENT_OK
         reason = await self.spool.suppression(address, session.sender_domain)
         if reason is not None:
             reply = _SUPPRESSION_REPLIES.get(reason, replies.R550_SUPPRESSED)
@@ -142,6 +151,8 @@ class Acceptance:
     # 5. DATA
     async def data(self, session: SessionState, mail_from: str, recipients: list[str],
                    data: bytes, mail_options: list[str]) -> Reply:
+        if session.feedback:
+            return await self.feedback_report(data)
         assert session.principal is not None
         now = self.clock.now()
         queue_id = session.queue_id = new_queue_id(now)
@@ -168,13 +179,24 @@ class Acceptance:
                 domain=session.sender_domain, route=route_name, stream=stream,
                 body=copy.serialize(prepend=signatures + [trace]), created=now, next_attempt=now,
                 mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")]))
-        await self._store(messages, (campaign, self.campaigns.bucket_of(now), len(recipients)))
+        message_id = b"".join(parsed.get(b"Message-ID")[:1]).decode("ascii", "replace")
+        await self._store(messages, (campaign, self.campaigns.bucket_of(now), len(recipients)),
+                          message_id)
         for message in messages:
             emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
                  stream=stream.name.lower(), user=session.principal.username,
                  rcpts=len(message.recipients), size=len(message.body))
         self.on_queued(messages[0])
         return replies.R250_QUEUED.format(queue_id=queue_id)
+
+    async def feedback_report(self, data: bytes) -> Reply:
+        """A `role: feedback` listener's DATA: a DSN (RFC 3464) or ARF report (RFC 5965)
+        becomes feedback events; anything else is accepted and dropped (no bounce loops)."""
+        events = read_report(content.normalize_line_endings(data), self.clock.now())
+        new = await self.intake.record(events) if events else 0
+        if not events:
+            log.info("feedback listener: a message that is no DSN or ARF report; dropped")
+        return replies.R250_FEEDBACK.format(events=len(events), new=new)
 
     def _unsubscribe_groups(self, parsed: content.Parsed, stream: Stream, domain: str,
                             recipients: list[str]) -> list[tuple[list[str], list[content.Header]]]:
@@ -201,9 +223,10 @@ class Acceptance:
             log.error("DKIM signing failed for %s (%s): %s", queue_id, domain, exc)
             raise TemporaryError(replies.R451_SIGNING_FAILED, str(exc)) from exc
 
-    async def _store(self, messages: list[QueuedMessage], campaign: tuple[str, int, int]) -> None:
+    async def _store(self, messages: list[QueuedMessage], campaign: tuple[str, int, int],
+                     message_id: str) -> None:
         try:
-            await self.spool.enqueue(*messages, campaign=campaign)
+            await self.spool.enqueue(*messages, campaign=campaign, message_id=message_id)
         except Exception as exc:
             log.error("spooling %s failed: %s", messages[0].id, exc)
             raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc
@@ -213,6 +236,7 @@ _SUPPRESSION_REPLIES = {
     SuppressionReason.UNSUBSCRIBED: replies.R550_UNSUBSCRIBED,
     SuppressionReason.HARD_BOUNCE: replies.R550_HARD_BOUNCED,
     SuppressionReason.COMPLAINT: replies.R550_COMPLAINED,
+    SuppressionReason.SOFT_BOUNCES: replies.R550_SOFT_BOUNCED,
 }
 
 

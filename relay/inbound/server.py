@@ -87,7 +87,8 @@ class RelaySMTP(SMTP):
         if self._state is None:                           # a new connection, not STARTTLS
             peer = transport.get_extra_info("peername") or ("unknown", 0)
             self._state = SessionState(ip=str(peer[0]), listener=self._listener.name,
-                                       tls=self._listener.tls == "implicit")
+                                       tls=self._listener.tls == "implicit",
+                                       feedback=self._listener.role == "feedback")
             try:
                 self._acceptance.connect(self._state)
             except RelayError as exc:
@@ -150,6 +151,8 @@ class RelaySMTP(SMTP):
         """aiosmtpd's address parsing, without the class it defines on every call."""
         if not arg:
             return "", ""
+        if arg.lstrip().startswith("<>"):                 # the null reverse-path (DSNs)
+            return "<>", arg.lstrip()[2:]
         try:
             parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
             address, rest = parse(arg)

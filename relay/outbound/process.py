@@ -109,6 +109,7 @@ class DeliveryProcess:
 async def _serve(config: Config, wake_fd: int) -> None:
     from relay.app import load_signer
     from relay.clock import SystemClock
+    from relay.feedback.intake import FeedbackIntake
     from relay.governor.governor import Governor
     from relay.governor.warmup import SPIKE_DAYS
     from relay.state.sqlite import day_of
@@ -127,7 +128,7 @@ async def _serve(config: Config, wake_fd: int) -> None:
     first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
     governor = Governor(config.limits, clock, first_send, volumes)
     delivery = Delivery(config, spool, routes, load_signer(config), clock,
-                        Backoff(config.spool.retry), governor)
+                        Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
 
     def on_wake() -> None:
         try:

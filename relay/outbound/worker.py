@@ -10,7 +10,8 @@
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
    expired
 5. the new state is persisted with the DSN for what failed for good (one transaction),
-   and an event is logged per outcome
+   and an event is logged per outcome; the route's refusals become feedback (a dead address
+   is suppressed, the domain's bounce rate moves)
 
 Delivery is at-least-once: a crash between the route's 250 and step 5 re-sends the message
 after restart, which is what every MTA does rather than risk losing it.
@@ -24,6 +25,9 @@ from relay.checks import content
 from relay.clock import Clock
 from relay.config import Config
 from relay.events import Event, emit
+from relay.feedback.classify import classify, feedback_kind, parse_reply
+from relay.feedback.events import FeedbackEvent, dedupe_key
+from relay.feedback.intake import FeedbackIntake
 from relay.governor.governor import Governor, Hold
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
@@ -38,12 +42,29 @@ log = logging.getLogger("relay.delivery")
 _IDLE_CLOSE = 30.0        # close a route session unused this long
 _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits this long
 _PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the spool
+_REJUDGE = 60.0           # how often domains paused by the reputation rules are judged again
+
+
+def upstream_feedback(message: QueuedMessage, recipients: list[Recipient], now: float) -> list[FeedbackEvent]:
+    """The final refusals of this attempt as feedback (`feedback/bounce_rules.yaml`): a 5xx
+    dead address is a hard bounce and gets suppressed, a policy block is not; an expired
+    recipient is a soft bounce. A deferral (still queued) is not an outcome yet."""
+    events = []
+    for r in recipients:
+        if r.state not in (RecipientState.BOUNCED, RecipientState.EXPIRED) or not r.reply[:1].isdigit():
+            continue
+        code, enhanced, text = parse_reply(r.reply)
+        kind = feedback_kind(code, classify(code, enhanced, text))
+        events.append(FeedbackEvent(kind, r.address, "upstream", now, message.id, r.reply, enhanced,
+                                    dedupe_key("upstream", message.id, r.address, message.attempts),
+                                    message.domain))
+    return events
 
 
 class Delivery:
     def __init__(self, config: Config, spool: Spool, routes: dict[str, RouteClient],
                  signer: Signer, clock: Clock, backoff: Backoff, governor: Governor,
-                 poll_interval: float = 1.0) -> None:
+                 intake: FeedbackIntake | None = None, poll_interval: float = 1.0) -> None:
         self.config = config
         self.spool = spool
         self.routes = routes
@@ -51,11 +72,13 @@ class Delivery:
         self.clock = clock
         self.backoff = backoff
         self.governor = governor
+        self.intake = intake
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._cooldown: dict[str, float] = {}       # not before: messages that failed oddly
         self._paused_checked = 0.0
+        self._judged = 0.0
         self._queues: dict[str, asyncio.Queue[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -93,6 +116,8 @@ class Delivery:
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
         await self.spool.record_attempt(message, dsns, delivered, now)
+        if self.intake is not None:
+            await self.intake.record(upstream_feedback(message, pending, now))
         for extra in dsns:
             emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, to=None, rcpts=len(failed))
             self.wake()
@@ -169,6 +194,9 @@ class Delivery:
         self._wake.clear()
         now = self.clock.now()
         if now - self._paused_checked >= _PAUSES_REFRESH:
+            if self.intake is not None and now - self._judged >= _REJUDGE:
+                await self.intake.reevaluate()        # rates move with time too
+                self._judged = now
             self.governor.set_paused(await self.spool.paused_domains())
             self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}

@@ -192,7 +192,8 @@ class Spool:
 
     # --- async API used by the pipelines -------------------------------------------
     async def enqueue(self, *messages: QueuedMessage,
-                      campaign: tuple[str, int, int] | None = None) -> None:
+                      campaign: tuple[str, int, int] | None = None,
+                      message_id: str | None = None) -> None:
         """Durably store new messages (the copies of one submission), with the submission's
         count toward its campaign (campaign, bucket, recipients); returns once committed."""
         def write(conn: sqlite3.Connection) -> None:
@@ -200,6 +201,8 @@ class Spool:
                 _insert(conn, message)
             if campaign is not None:
                 state.count_campaign(conn, *campaign)
+            if message_id:
+                state.remember_message_id(conn, message_id, messages[0].domain, messages[0].created)
         await self._writer.submit(write)
 
     def campaigns_now(self, since_bucket: int) -> dict[str, list[tuple[int, int]]]:
@@ -266,9 +269,32 @@ class Spool:
         with connect(self.path) as conn:
             state.pause(conn, domain, reason, now)
 
-    def resume(self, domain: str) -> bool:
+    def resume(self, domain: str, now: float) -> bool:
         with connect(self.path) as conn:
-            return state.resume(conn, domain)
+            return state.resume(conn, domain, now)
+
+    def suppressions(self, action: str, recipient: str = "", domain: str = "",
+                     now: float = 0.0):
+        """`relay suppressions`: list (optionally of one domain), add (manual), remove."""
+        with connect(self.path) as conn:
+            if action == "list":
+                return suppressions.entries(conn, domain or None)
+            if action == "add":
+                return suppressions.suppress(conn, recipient, domain,
+                                             suppressions.SuppressionReason.MANUAL, now)
+            return suppressions.remove(conn, recipient, domain)
+
+    def rates(self, domain: str, now: float, window: float) -> tuple[int, int, int]:
+        """(delivered, complaints, hard bounces) of `domain` over the window."""
+        with connect(self.path) as conn:
+            since = now - window
+            return (state.delivered_since(conn, domain, since),
+                    state.count_feedback(conn, domain, ("complained",), since),
+                    state.count_feedback(conn, domain, ("bounced_hard",), since))
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in the writer's next transaction (for state kept beside the spool)."""
+        return await self._writer.submit(fn)
 
     # --- synchronous API for the CLI (its own connection) ---------------------------
     def summaries(self) -> list[Summary]:

@@ -6,6 +6,11 @@ that was not recorded, nor record one that was not counted).
     domain_state  (domain, first_send)       when relay first delivered for the domain
     domain_pauses (domain, since, reason)    domains whose mail waits (`relay domains pause`)
     campaign_buckets (campaign, bucket, recipients)   mass-send detection counts
+    feedback_events (dedupe_key, domain, recipient, kind, at)   bounces, complaints... (deduped)
+    policy_pauses (domain, scope, since, reason)   pauses decided by the reputation rules
+    domain_resumes (domain, at)              an operator's resume: holds until new feedback
+    message_ids   (message_id, domain, at)   Message-ID -> sender domain, to attribute
+                                             feedback that names only the message
 """
 from __future__ import annotations
 
@@ -27,6 +32,29 @@ CREATE TABLE IF NOT EXISTS campaign_buckets (
     bucket INTEGER NOT NULL,
     recipients INTEGER NOT NULL,
     PRIMARY KEY (campaign, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feedback_events (
+    dedupe_key TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS feedback_by_domain ON feedback_events (domain, at);
+CREATE TABLE IF NOT EXISTS policy_pauses (
+    domain TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    since REAL NOT NULL,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS domain_resumes (
+    domain TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_ids (
+    message_id TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS domain_pauses (
     domain TEXT PRIMARY KEY,
@@ -59,8 +87,13 @@ def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], di
     return first, volumes
 
 
-def paused(conn: sqlite3.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT domain, reason FROM domain_pauses"))
+def paused(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """domain -> (scope, reason): the operator's pauses (all mail) and the policy's."""
+    out = {d: ("all", r) for d, r in conn.execute("SELECT domain, reason FROM domain_pauses")}
+    for domain, scope, reason in conn.execute("SELECT domain, scope, reason FROM policy_pauses"):
+        if domain not in out:
+            out[domain] = (scope, reason)
+    return out
 
 
 def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> None:
@@ -68,8 +101,60 @@ def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> Non
                  (domain, now, reason))
 
 
-def resume(conn: sqlite3.Connection, domain: str) -> bool:
-    return conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount > 0
+def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
+    """The operator's resume lifts every pause, and holds until new feedback arrives."""
+    lifted = conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount
+    lifted += conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,)).rowcount
+    conn.execute("INSERT OR REPLACE INTO domain_resumes (domain, at) VALUES (?, ?)", (domain, now))
+    return lifted > 0
+
+
+def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,
+                    at: float) -> bool:
+    """Store one feedback event; False when it was seen before (a duplicate)."""
+    return conn.execute("INSERT OR IGNORE INTO feedback_events (dedupe_key, domain, recipient,"
+                        " kind, at) VALUES (?, ?, ?, ?, ?)",
+                        (key, domain, recipient.lower(), kind, at)).rowcount > 0
+
+
+def count_feedback(conn: sqlite3.Connection, domain: str, kinds: tuple[str, ...], since: float,
+                   recipient: str | None = None) -> int:
+    marks = ",".join("?" * len(kinds))
+    sql = f"SELECT COUNT(*) FROM feedback_events WHERE domain = ? AND at >= ? AND kind IN ({marks})"
+    args: list = [domain, since, *kinds]
+    if recipient is not None:
+        sql += " AND recipient = ?"
+        args.append(recipient.lower())
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def delivered_since(conn: sqlite3.Connection, domain: str, since: float) -> int:
+    return conn.execute("SELECT COALESCE(SUM(delivered), 0) FROM domain_days WHERE domain = ?"
+                        " AND day >= ?", (domain, day_of(since))).fetchone()[0]
+
+
+def newest_feedback(conn: sqlite3.Connection, domain: str) -> float:
+    return conn.execute("SELECT COALESCE(MAX(at), 0) FROM feedback_events WHERE domain = ?",
+                        (domain,)).fetchone()[0]
+
+
+def resumed_at(conn: sqlite3.Connection, domain: str) -> float | None:
+    row = conn.execute("SELECT at FROM domain_resumes WHERE domain = ?", (domain,)).fetchone()
+    return row[0] if row else None
+
+
+def policy_pause(conn: sqlite3.Connection, domain: str) -> str | None:
+    row = conn.execute("SELECT scope FROM policy_pauses WHERE domain = ?", (domain,)).fetchone()
+    return row[0] if row else None
+
+
+def set_policy_pause(conn: sqlite3.Connection, domain: str, scope: str | None, reason: str,
+                     now: float) -> None:
+    if scope is None:
+        conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,))
+    else:
+        conn.execute("INSERT OR REPLACE INTO policy_pauses (domain, scope, since, reason)"
+                     " VALUES (?, ?, ?, ?)", (domain, scope, now, reason))
 
 
 def count_campaign(conn: sqlite3.Connection, campaign: str, bucket: int, recipients: int) -> None:
@@ -86,3 +171,22 @@ def campaign_buckets(conn: sqlite3.Connection, since_bucket: int) -> dict[str, l
             "SELECT campaign, bucket, recipients FROM campaign_buckets"):
         out.setdefault(campaign, []).append((bucket, n))
     return out
+
+
+def remember_message_id(conn: sqlite3.Connection, message_id: str, domain: str, now: float) -> None:
+    conn.execute("INSERT OR IGNORE INTO message_ids (message_id, domain, at) VALUES (?, ?, ?)",
+                 (normalize_message_id(message_id), domain, now))
+
+
+def domain_of_message(conn: sqlite3.Connection, message_id: str) -> str | None:
+    row = conn.execute("SELECT domain FROM message_ids WHERE message_id = ?",
+                       (normalize_message_id(message_id),)).fetchone()
+    return row[0] if row else None
+
+
+def forget_message_ids(conn: sqlite3.Connection, before: float) -> None:
+    conn.execute("DELETE FROM message_ids WHERE at < ?", (before,))
+
+
+def normalize_message_id(value: str) -> str:
+    return value.strip().strip("<>").strip().lower()

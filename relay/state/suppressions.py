@@ -33,6 +33,7 @@ class SuppressionReason(enum.StrEnum):
     HARD_BOUNCE = "hard_bounce"     # 5.1.x bad address or 5.2.1 disabled (RFC 3463)
     COMPLAINT = "complaint"         # ARF abuse report (RFC 5965) or the provider's spam event
     MANUAL = "manual"               # `relay suppressions add`
+    SOFT_BOUNCES = "soft_bounces"   # feedback.soft_bounces.count soft bounces within .within
 
 
 Entry = tuple[str, str, SuppressionReason, float]   # (recipient, domain, reason, since)

@@ -382,12 +382,12 @@ def test_a_paused_domain_waits_whatever_its_limits(clock):
     """`relay domains pause`: acme.fr is held for "paused" and looked at again shortly;
     other domains are not; after resume it goes again."""
     gov = governor(clock)
-    gov.set_paused({"acme.fr": "complaints"})
+    gov.set_paused({"acme.fr": ("all", "complaints")})
     hold = gov.admit("acme.fr", 1)
     assert (hold.reason, hold.detail) == (HoldReason.PAUSED, "complaints")
     assert TEN_AM < hold.until <= TEN_AM + 3600
     assert gov.admit("other.fr", 1) is None
-    assert gov.status("acme.fr")["state"] == "paused"
+    assert gov.status("acme.fr")["state"] == "paused (all)"
     gov.set_paused({})
     assert gov.admit("acme.fr", 1) is None
     assert gov.status("acme.fr")["state"] == "active"
@@ -448,9 +448,19 @@ def test_bulk_mail_is_paced_at_bulk_rate_and_transactional_is_not(clock):
 def test_a_paused_domain_is_held_and_resumes(clock):
     """`relay domains pause` holds every message of the domain, rechecked periodically."""
     gov = governor(clock)
-    gov.set_paused({"acme.fr": "paused by the operator"})
+    gov.set_paused({"acme.fr": ("all", "paused by the operator")})
     hold = gov.admit("acme.fr", 1)
     assert hold is not None and hold.reason is HoldReason.PAUSED and hold.until > clock.t
     assert gov.admit("other.fr", 1) is None
     gov.set_paused({})
     assert gov.admit("acme.fr", 1) is None
+
+
+def test_a_bulk_pause_holds_only_bulk_mail(clock):
+    """The reputation rules' `pause_bulk`: newsletters wait, invoices still go."""
+    gov = governor(clock)
+    gov.set_paused({"acme.fr": ("bulk", "complaint rate 0.12% (above limit)")})
+    assert gov.admit("acme.fr", 1) is None
+    hold = gov.admit("acme.fr", 1, bulk=True)
+    assert hold is not None and hold.reason is HoldReason.PAUSED
+    assert gov.status("acme.fr")["state"] == "paused (bulk)"

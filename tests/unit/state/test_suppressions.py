@@ -76,7 +76,8 @@ def test_entries_lists_all_or_one_domain_in_order(conn):
 
 def test_reasons_are_a_closed_set(conn):
     """The four reasons are stored by value; anything else is refused before touching the table."""
-    assert {r.value for r in SuppressionReason} == {"unsubscribed", "hard_bounce", "complaint", "manual"}
+    assert {r.value for r in SuppressionReason} == {"unsubscribed", "hard_bounce", "complaint", "manual",
+                                                     "soft_bounces"}
     assert suppressions.suppress(conn, "a@x.net", "acme.fr", "complaint", 1.0)
     assert suppressions.lookup(conn, "a@x.net", "acme.fr") is SuppressionReason.COMPLAINT
     with pytest.raises(ValueError):

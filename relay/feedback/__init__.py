@@ -1,0 +1,1 @@
+"""Feedback intake: provider webhooks, DSNs and ARF reports normalized to one event set."""
