@@ -105,12 +105,15 @@ def test_example_config_loads(monkeypatch):
     Its DKIM key paths are placeholders, so only the configuration is loaded, not the keys."""
     monkeypatch.setenv("BREVO_SMTP_KEY", "xkeysib-test")
     monkeypatch.setenv("RELAY_UNSUB_SECRET", "an-example-secret-of-32-bytes-xx")
+    monkeypatch.setenv("RELAY_WEBHOOK_TOKEN", "a-webhook-token")
     config = config_module.load(EXAMPLE)
     assert [l.name for l in config.server.listeners] == ["submission", "submissions", "local"]
     assert config.routes["brevo"].password() == "xkeysib-test"
     assert config.domains["acme.fr"].dkim[1].algorithm == "ed25519-sha256"
     assert config.spool.max_age == 5 * 86400
     assert config.unsubscribe_mode == "inject" and config.limits.bulk.rate.text == "300/min"
+    assert config.reputation.complaint_rate.limit == 0.001 and set(config.feedback.webhooks) == {"brevo", "mailjet"}
+    assert [l.role for l in config.server.listeners][-1] == "feedback"
 
     monkeypatch.delenv("BREVO_SMTP_KEY")
     with pytest.raises(ConfigError) as missing:
