@@ -107,7 +107,7 @@ def test_example_config_loads(monkeypatch):
     monkeypatch.setenv("RELAY_UNSUB_SECRET", "an-example-secret-of-32-bytes-xx")
     monkeypatch.setenv("RELAY_WEBHOOK_TOKEN", "a-webhook-token")
     config = config_module.load(EXAMPLE)
-    assert [l.name for l in config.server.listeners] == ["submission", "submissions", "local"]
+    assert [l.name for l in config.server.listeners] == ["submission", "submissions", "local", "feedback"]
     assert config.routes["brevo"].password() == "xkeysib-test"
     assert config.domains["acme.fr"].dkim[1].algorithm == "ed25519-sha256"
     assert config.spool.max_age == 5 * 86400
