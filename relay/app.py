@@ -27,6 +27,7 @@ from aiohttp import web
 from relay.checks.spf import SpfEvaluator
 from relay.events import Event, emit
 from relay.state.suppressions import SuppressionReason
+from relay import metrics
 from relay.feedback.intake import FeedbackIntake
 from relay.web import webhooks
 from relay.web.tokens import UnsubscribeTokens
@@ -112,6 +113,8 @@ class Relay:
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
         self.http_runner = None
+        self.metrics_runner = None
+        self.metrics_port: int | None = None
         self.http_port: int | None = None
         self._stop = asyncio.Event()
 
@@ -126,6 +129,12 @@ class Relay:
                 app, self.config.http.address, self.config.http.port)
             log.info("HTTP listening on %s:%d (/unsubscribe, /webhooks/%s)", self.config.http.address,
                      self.http_port, ",".join(self.config.feedback.webhooks) or "-")
+        if self.config.metrics is not None:
+            self.metrics_runner, self.metrics_port = await start_http(
+                metrics.make_app(self.config, self.clock), self.config.metrics.address,
+                self.config.metrics.port)
+            log.info("metrics on %s:%d (/metrics, /healthz)", self.config.metrics.address,
+                     self.metrics_port)
         await self.delivery.start()
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
                  len(self.listeners.servers), len(self.config.routes), len(self.config.domains),
@@ -139,8 +148,9 @@ class Relay:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         log.info("draining: no new connections; open transactions may finish")
-        if self.http_runner is not None:
-            await stop_http(self.http_runner)
+        for runner in (self.http_runner, self.metrics_runner):
+            if runner is not None:
+                await stop_http(runner)
         await self.listeners.drain(drain_timeout)
         self.dmarc.close()
         await self.delivery.stop(drain_timeout)

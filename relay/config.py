@@ -298,6 +298,12 @@ class Feedback(Strict):
     soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
 
+class Metrics(Strict):
+    """The private HTTP listener for Prometheus (/metrics, /healthz)."""
+    address: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
 class Http(Strict):
     """The public HTTP listener (/unsubscribe/*)."""
     address: str = "0.0.0.0"
@@ -315,6 +321,7 @@ class Config(Strict):
     reputation: Reputation = Field(default_factory=Reputation)
     feedback: Feedback = Field(default_factory=Feedback)
     http: Http | None = None
+    metrics: Metrics | None = None
 
     @field_validator("domains", mode="before")
     @classmethod
