@@ -56,7 +56,11 @@ class FeedbackIntake:
         def write(conn: sqlite3.Connection) -> None:
             for (domain,) in conn.execute("SELECT domain FROM policy_pauses").fetchall():
                 self._judge(conn, domain, now)
-            state.forget_message_ids(conn, now - self.config.reputation.window)
+            window = self.config.reputation.window
+            state.forget_message_ids(conn, now - window)
+            # events older than every window that counts them are only history: the event log
+            horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
+            conn.execute("DELETE FROM feedback_events WHERE at < ?", (horizon,))
         await self.spool.write(write)
 
     def _apply(self, conn: sqlite3.Connection, events: list[FeedbackEvent], now: float) -> int:
