@@ -60,7 +60,7 @@ class FeedbackIntake:
             state.forget_message_ids(conn, now - window)
             # events older than every window that counts them are only history: the event log
             horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
-            conn.execute("DELETE FROM feedback_events WHERE at < ?", (horizon,))
+            conn.execute("DELETE FROM feedback_events WHERE received < ?", (horizon,))
         await self.spool.write(write)
 
     def _apply(self, conn: sqlite3.Connection, events: list[FeedbackEvent], now: float) -> int:
@@ -71,7 +71,7 @@ class FeedbackIntake:
                 log.info("feedback %s from %s names no sender domain; dropped", event.kind, event.source)
                 continue
             if not state.record_feedback(conn, event.dedupe_key, domain, event.recipient,
-                                         event.kind.value, event.at):
+                                         event.kind.value, event.at, now):
                 continue
             new += 1
             touched.add(domain)
@@ -112,7 +112,7 @@ class FeedbackIntake:
         current = state.policy_pause(conn, domain)
         resumed = state.resumed_at(conn, domain)
         if verdict.scope is not None:
-            if resumed is not None and state.newest_feedback(conn, domain) <= resumed:
+            if resumed is not None and state.newest_feedback(conn, domain, NEGATIVE) <= resumed:
                 return                            # the operator resumed it: that holds
             if current != verdict.scope.value:
                 state.set_policy_pause(conn, domain, verdict.scope.value, verdict.reason, now)

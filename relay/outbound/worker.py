@@ -28,7 +28,8 @@ from relay.events import Event, emit
 from relay.feedback.classify import classify, feedback_kind, parse_reply
 from relay.feedback.events import FeedbackEvent, dedupe_key
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import Governor, Hold
+from relay.governor.governor import PAUSE_RECHECK, Governor, Hold
+from relay.state import sqlite as state
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
@@ -78,6 +79,7 @@ class Delivery:
         self._inflight: set[str] = set()
         self._cooldown: dict[str, float] = {}       # not before: messages that failed oddly
         self._paused_checked = 0.0
+        self._paused: dict = {}
         self._judged = 0.0
         self._queues: dict[str, asyncio.Queue[str]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -197,7 +199,15 @@ class Delivery:
             if self.intake is not None and now - self._judged >= _REJUDGE:
                 await self.intake.reevaluate()        # rates move with time too
                 self._judged = now
-            self.governor.set_paused(await self.spool.paused_domains())
+            paused = await self.spool.paused_domains()
+            if paused != self._paused:
+                log.info("paused domains now: %s", ", ".join(f"{d} ({s})" for d, (s, _) in
+                                                            sorted(paused.items())) or "none")
+                self.governor.set_paused(paused)
+                for domain in set(self._paused) - set(paused):   # resumed: its held mail is due
+                    await self.spool.write(lambda conn, d=domain: state.release_held(
+                        conn, d, self.clock.now(), PAUSE_RECHECK))
+                self._paused = paused
             self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}
         self._cooldown = {i: self._cooldown[i] for i in held}

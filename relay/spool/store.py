@@ -173,6 +173,9 @@ class Spool:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
             if "held" not in columns:              # a spool written before the governor
                 conn.execute("ALTER TABLE messages ADD COLUMN held REAL NOT NULL DEFAULT 0")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback_events)")}
+            if "received" not in columns:
+                conn.execute("ALTER TABLE feedback_events ADD COLUMN received REAL NOT NULL DEFAULT 0")
         self._writer = _Writer(self.path)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")

@@ -6,7 +6,9 @@ that was not recorded, nor record one that was not counted).
     domain_state  (domain, first_send)       when relay first delivered for the domain
     domain_pauses (domain, since, reason)    domains whose mail waits (`relay domains pause`)
     campaign_buckets (campaign, bucket, recipients)   mass-send detection counts
-    feedback_events (dedupe_key, domain, recipient, kind, at)   bounces, complaints... (deduped)
+    feedback_events (dedupe_key, domain, recipient, kind, at, received)   bounces,
+                                             complaints... (deduped); `at` as the source
+                                             dates it, `received` when relay learnt of it
     policy_pauses (domain, scope, since, reason)   pauses decided by the reputation rules
     domain_resumes (domain, at)              an operator's resume: holds until new feedback
     message_ids   (message_id, domain, at)   Message-ID -> sender domain, to attribute
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS feedback_events (
     domain TEXT NOT NULL,
     recipient TEXT NOT NULL,
     kind TEXT NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    received REAL NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feedback_by_domain ON feedback_events (domain, at);
 CREATE TABLE IF NOT EXISTS policy_pauses (
@@ -101,20 +104,28 @@ def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> Non
                  (domain, now, reason))
 
 
-def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
-    """The operator's resume lifts every pause, and holds until new feedback arrives."""
+def resume(conn: sqlite3.Connection, domain: str, now: float, recheck: float = 30.0) -> bool:
+    """The operator's resume lifts every pause, holds until new feedback arrives, and makes
+    the held mail due now (mail held by a pause waits at most `recheck` seconds anyway)."""
     lifted = conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount
     lifted += conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,)).rowcount
     conn.execute("INSERT OR REPLACE INTO domain_resumes (domain, at) VALUES (?, ?)", (domain, now))
+    release_held(conn, domain, now, recheck)
     return lifted > 0
 
 
+def release_held(conn: sqlite3.Connection, domain: str, now: float, recheck: float) -> None:
+    """Make the domain's mail held by a pause (due again within `recheck`) due now."""
+    conn.execute("UPDATE messages SET next_attempt = ? WHERE domain = ? AND next_attempt > ?"
+                 " AND next_attempt <= ?", (now, domain, now, now + recheck))
+
+
 def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,
-                    at: float) -> bool:
+                    at: float, received: float) -> bool:
     """Store one feedback event; False when it was seen before (a duplicate)."""
     return conn.execute("INSERT OR IGNORE INTO feedback_events (dedupe_key, domain, recipient,"
-                        " kind, at) VALUES (?, ?, ?, ?, ?)",
-                        (key, domain, recipient.lower(), kind, at)).rowcount > 0
+                        " kind, at, received) VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, domain, recipient.lower(), kind, at, received)).rowcount > 0
 
 
 def count_feedback(conn: sqlite3.Connection, domain: str, kinds: tuple[str, ...], since: float,
@@ -133,9 +144,11 @@ def delivered_since(conn: sqlite3.Connection, domain: str, since: float) -> int:
                         " AND day >= ?", (domain, day_of(since))).fetchone()[0]
 
 
-def newest_feedback(conn: sqlite3.Connection, domain: str) -> float:
-    return conn.execute("SELECT COALESCE(MAX(at), 0) FROM feedback_events WHERE domain = ?",
-                        (domain,)).fetchone()[0]
+def newest_feedback(conn: sqlite3.Connection, domain: str, kinds: tuple[str, ...]) -> float:
+    """When relay last learnt of feedback of these kinds for the domain."""
+    marks = ",".join("?" * len(kinds))
+    return conn.execute(f"SELECT COALESCE(MAX(received), 0) FROM feedback_events WHERE domain = ?"
+                        f" AND kind IN ({marks})", (domain, *kinds)).fetchone()[0]
 
 
 def resumed_at(conn: sqlite3.Connection, domain: str) -> float | None:
