@@ -42,12 +42,14 @@ class FeedbackIntake:
         self.spool = spool
         self.clock = clock
 
-    async def record(self, events: list[FeedbackEvent]) -> int:
-        """Apply `events`; return how many were new."""
+    async def record(self, events: list[FeedbackEvent], trusted: bool = True) -> int:
+        """Apply `events`; return how many were new. Untrusted events (reports that anyone
+        on the internet could send to the feedback listener) count only when they name a
+        message relay sent, and against that message's domain."""
         if not events:
             return 0
         now = self.clock.now()
-        return await self.spool.write(lambda conn: self._apply(conn, events, now))
+        return await self.spool.write(lambda conn: self._apply(conn, events, now, trusted))
 
     async def reevaluate(self) -> None:
         """Rates move with time too: look again at the domains paused by policy."""
@@ -63,10 +65,11 @@ class FeedbackIntake:
             conn.execute("DELETE FROM feedback_events WHERE received < ?", (horizon,))
         await self.spool.write(write)
 
-    def _apply(self, conn: sqlite3.Connection, events: list[FeedbackEvent], now: float) -> int:
+    def _apply(self, conn: sqlite3.Connection, events: list[FeedbackEvent], now: float,
+               trusted: bool) -> int:
         new, touched = 0, set()
         for event in events:
-            domain = self._domain(conn, event)
+            domain = self._domain(conn, event) if trusted else self._sent_by_us(conn, event)
             if not domain:
                 log.info("feedback %s from %s names no sender domain; dropped", event.kind, event.source)
                 continue
@@ -91,6 +94,11 @@ class FeedbackIntake:
                 return known
         return next(iter(self.config.domains)) if len(self.config.domains) == 1 else ""
 
+    @staticmethod
+    def _sent_by_us(conn: sqlite3.Connection, event: FeedbackEvent) -> str:
+        known = state.domain_of_message(conn, event.message_id) if event.message_id else None
+        return known or ""
+
     def _suppress(self, conn: sqlite3.Connection, event: FeedbackEvent, domain: str, now: float) -> None:
         reason = SUPPRESS_AT_ONCE.get(event.kind)
         if reason is None and event.kind is FeedbackKind.BOUNCED_SOFT:
@@ -110,6 +118,9 @@ class FeedbackIntake:
                       state.count_feedback(conn, domain, (FeedbackKind.BOUNCED_HARD.value,), since))
         verdict = judge(rates, policy)
         current = state.policy_pause(conn, domain)
+        if rates.delivered < policy.min_volume:
+            return          # too little volume to judge: neither pause nor lift (a paused
+                            # domain's volume falls because it is paused)
         resumed = state.resumed_at(conn, domain)
         if verdict.scope is not None:
             if resumed is not None and state.newest_feedback(conn, domain, NEGATIVE) <= resumed:

@@ -162,9 +162,11 @@ class Acceptance:
         self.dmarc.observe(domain, [k.domain for k in self.signer.keys_for(domain)])
         content.add_missing(parsed, queue_id, now)
         route_name = self.config.domains[session.sender_domain].route
+        # the campaign is the application's: named before the route's own headers (a route
+        # tag like X-Mailin-Tag would make all its mail one campaign)
+        campaign = campaign_key(session.sender_domain, parsed.headers, parsed.from_address)
         parsed.headers.extend((k.encode(), b" " + v.encode())
                               for k, v in self.config.routes[route_name].headers.items())
-        campaign = campaign_key(session.sender_domain, parsed.headers, parsed.from_address)
         total = self.campaigns.add(campaign, len(recipients), now)
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
         messages = []
@@ -191,9 +193,11 @@ class Acceptance:
 
     async def feedback_report(self, data: bytes) -> Reply:
         """A `role: feedback` listener's DATA: a DSN (RFC 3464) or ARF report (RFC 5965)
-        becomes feedback events; anything else is accepted and dropped (no bounce loops)."""
+        becomes feedback events, counted only when they name (by Message-ID) a message relay
+        sent, so a forged report cannot suppress addresses or pause a domain; anything else
+        is accepted and dropped (no bounce loops)."""
         events = read_report(content.normalize_line_endings(data), self.clock.now())
-        new = await self.intake.record(events) if events else 0
+        new = await self.intake.record(events, trusted=False) if events else 0
         if not events:
             log.info("feedback listener: a message that is no DSN or ARF report; dropped")
         return replies.R250_FEEDBACK.format(events=len(events), new=new)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import message, submit
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 RFC5322_DATE = re.compile(rb"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}")
 LISTENERS = [
@@ -54,9 +56,33 @@ def rcpt_reply(port: int, rcpt: str) -> tuple[int, str]:
     return code, text.decode()
 
 
+# The messages the sample reports return (their Message-IDs, as `report` rewrites them):
+# reports count only for mail relay sent.
+SENT = ["<newsletter-2024-11.bob@acme.fr>", "<deals-w47.mallory@acme.fr>", "<digest-1121@acme.fr>"]
+
+
 @pytest.fixture
-def relay(make_relay):
-    return make_relay(**{"server.listeners": LISTENERS})
+def relay(make_relay, upstream):
+    running = make_relay(**{"server.listeners": LISTENERS})
+    for message_id in SENT:
+        assert submit(running.port("local"), "billing@acme.fr", ["reader@example.net"],
+                      message(extra=f"Message-ID: {message_id}\r\n")) == {}
+    upstream.wait_for(lambda msgs: len(msgs) == len(SENT), what="the returned messages, sent")
+    return running
+
+
+def nothing_relayed(upstream) -> bool:
+    """The provider saw only the messages the fixture sent: no report was relayed."""
+    return len(upstream.messages) == len(SENT) and set(upstream.rcpt_attempts) == {"reader@example.net"}
+
+
+def test_a_forged_report_about_mail_relay_never_sent_changes_nothing(relay):
+    """A DSN naming a Message-ID relay never sent is accepted (250) and ignored."""
+    forged = report("rfc3464/postfix_user_unknown_5.1.1.eml").replace(
+        b"newsletter-2024-11.bob@acme.fr", b"forged-1@acme.fr")
+    code, text = send_report(relay.port("feedback"), forged)
+    assert code == 250 and "0 new" in text
+    assert suppressed(relay) == []
 
 
 def suppressed(relay) -> list[tuple[str, str, str]]:
@@ -87,7 +113,7 @@ def test_a_dsn_suppresses_the_dead_address(relay, upstream):
 
     code, text = send_report(relay.port("feedback"), dsn)
     assert code == 250 and "1 event(s), 0 new" in text          # the same report again
-    assert upstream.messages == [] and not upstream.rcpt_attempts
+    assert nothing_relayed(upstream)
 
 
 def test_a_policy_block_dsn_does_not_suppress(relay, upstream):
@@ -96,7 +122,7 @@ def test_a_policy_block_dsn_does_not_suppress(relay, upstream):
     assert code == 250, text
     assert suppressed(relay) == []
     assert rcpt_reply(relay.port("local"), "erin@example.net")[0] == 250
-    assert upstream.messages == []
+    assert nothing_relayed(upstream)
 
 
 def test_an_arf_report_suppresses_with_complaint(relay, upstream):
@@ -112,7 +138,7 @@ def test_an_arf_report_suppresses_with_complaint(relay, upstream):
     code, text = send_report(relay.port("feedback"), report("rfc5965/not_spam.eml"))
     assert code == 250, text                                     # not-spam: nothing to do
     assert suppressed(relay) == [("mallory@example.net", "acme.fr", "complaint")]
-    assert upstream.messages == []
+    assert nothing_relayed(upstream)
 
 
 def test_a_plain_message_is_accepted_and_changes_nothing(relay, upstream):
@@ -126,4 +152,4 @@ def test_a_plain_message_is_accepted_and_changes_nothing(relay, upstream):
     assert "0 event(s)" in text
     assert suppressed(relay) == []
     assert relay.relay.spool.summaries() == []
-    assert upstream.messages == [] and not upstream.rcpt_attempts
+    assert nothing_relayed(upstream)
