@@ -52,6 +52,7 @@ class Governor:
         self._volumes = dict(volumes)
         self._windows = SlidingWindow()
         self._paused: dict[str, tuple[str, str]] = {}
+        self._in_flight: dict[str, int] = {}
 
     def set_paused(self, paused: dict[str, tuple[str, str]]) -> None:
         """Paused domains as the spool has them: domain -> (scope "all" | "bulk", reason);
@@ -75,7 +76,8 @@ class Governor:
             if until is not None:
                 return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}")
         today = day_of(now)
-        sent = self._volumes.get((domain, today), 0)
+        # in flight counts too: parallel workers must not all pass a nearly full cap
+        sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
         if sent == 0:
             return None
         cap, reason = self.daily_cap(domain, today)
@@ -97,14 +99,21 @@ class Governor:
     def sending(self, domain: str, recipients: int, bulk: bool = False) -> None:
         """Recipients handed to the route now: they count against the rates."""
         now = self.clock.now()
+        self._in_flight[domain] = self._in_flight.get(domain, 0) + recipients
         rate = self.limits.rate_for(domain)
         if rate is not None:                      # no limit, nothing to remember
             self._windows.record(domain, recipients, now, rate.period)
         if bulk:
             self._windows.record(domain + "#bulk", recipients, now, self.limits.bulk.rate.period)
 
-    def delivered(self, domain: str, recipients: int) -> None:
-        """Recipients the route accepted: they count toward the day's volume."""
+    def delivered(self, domain: str, recipients: int, attempted: int | None = None) -> None:
+        """Recipients the route accepted (of `attempted` sent): they count toward the day's
+        volume; the attempt is no longer in flight."""
+        left = self._in_flight.get(domain, 0) - (recipients if attempted is None else attempted)
+        if left > 0:
+            self._in_flight[domain] = left
+        else:
+            self._in_flight.pop(domain, None)
         if recipients <= 0:                       # nothing delivered: the warm-up has not begun
             return
         now = self.clock.now()

@@ -110,7 +110,7 @@ class Delivery:
         now = self.clock.now()
         self._classify(message, pending, answers, now)
         delivered = sum(r.state is RecipientState.DELIVERED for r in pending)
-        self.governor.delivered(message.domain, delivered)
+        self.governor.delivered(message.domain, delivered, len(pending))
         failed = [r for r in pending if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
         dsns = []
         if failed and message.mail_from:

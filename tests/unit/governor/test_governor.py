@@ -181,7 +181,7 @@ def test_only_delivered_recipients_count_toward_the_cap(clock):
     for _ in range(5):
         assert gov.admit("acme.fr", 1) is None
         gov.sending("acme.fr", 1)
-        gov.delivered("acme.fr", 0)
+        gov.delivered("acme.fr", 0, attempted=1)
     assert send_until_held(gov, "acme.fr")[0] == 2
 
 
@@ -199,7 +199,7 @@ def test_an_attempt_that_delivered_nothing_does_not_start_the_warmup(clock):
     gov = governor(clock, **WARMUP)
     assert gov.admit("acme.fr", 1) is None
     gov.sending("acme.fr", 1)
-    gov.delivered("acme.fr", 0)            # what the pipeline reports for a 451
+    gov.delivered("acme.fr", 0, attempted=1)   # what the pipeline reports for a 451
     clock.t += DAY
     assert gov.status("acme.fr")["warmup_day"] == 0
     assert send_until_held(gov, "acme.fr")[0] == 2
@@ -464,3 +464,18 @@ def test_a_bulk_pause_holds_only_bulk_mail(clock):
     hold = gov.admit("acme.fr", 1, bulk=True)
     assert hold is not None and hold.reason is HoldReason.PAUSED
     assert gov.status("acme.fr")["state"] == "paused (bulk)"
+
+
+def test_attempts_in_flight_count_against_the_daily_cap(clock):
+    """Parallel workers: recipients handed to the route but not yet answered count toward
+    the cap, so four workers cannot all pass a cap with room for one more."""
+    gov = governor(clock, warmup={"schedule": [3]})
+    send(gov, "acme.fr")                                   # 1 delivered today
+    assert gov.admit("acme.fr", 1) is None
+    gov.sending("acme.fr", 1)                              # 2 in all, one still in flight
+    assert gov.admit("acme.fr", 1) is None
+    gov.sending("acme.fr", 1)                              # 3: the cap, with 2 in flight
+    hold = gov.admit("acme.fr", 1)
+    assert hold is not None and hold.reason is HoldReason.WARMUP
+    gov.delivered("acme.fr", 0, attempted=1)               # one of them failed: room again
+    assert gov.admit("acme.fr", 1) is None
