@@ -50,7 +50,6 @@ R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authent
 R235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R454_AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed authentications from your address, try again later")
-R500_LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
 R500_COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
 R500_BAD_SYNTAX = Reply(500, "5.5.2", "Syntax error")
 R553_BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")

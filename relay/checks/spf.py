@@ -186,16 +186,9 @@ class SpfEvaluator:
 
     # --- helpers ----------------------------------------------------------------------
     def _domain_cidr(self, state: _State, domain: str, name: str, arg: str) -> tuple[str, int, int]:
-        match = _DOMAIN_CIDR.match(arg)
-        if not match:
-            raise _PermError(f"{domain}: cannot parse {name}{arg}")
-        spec, cidr4, cidr6 = match.groups()
-        if name == "ptr" and (cidr4 or cidr6):
-            raise _PermError(f"{domain}: ptr takes no prefix length")
-        cidr4, cidr6 = int(cidr4 or 32), int(cidr6 or 128)
-        if cidr4 > 32 or cidr6 > 128:
-            raise _PermError(f"{domain}: bad prefix length in {name}{arg}")
-        return (self._expand(spec, state, domain) if spec else domain), cidr4, cidr6
+        """The target and prefix lengths of an a/mx/ptr term (`_parse` validated it)."""
+        spec, cidr4, cidr6 = _DOMAIN_CIDR.match(arg).groups()
+        return (self._expand(spec, state, domain) if spec else domain), int(cidr4 or 32), int(cidr6 or 128)
 
     async def _query(self, name: str, rdtype: str) -> DnsAnswer:
         try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relay import replies
@@ -68,7 +68,6 @@ class SessionState:
     feedback: bool = False          # a `role: feedback` listener's session
     smtputf8: bool = False
     queue_id: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 class Acceptance:

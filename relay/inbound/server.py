@@ -35,9 +35,7 @@ warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TL
 
 # aiosmtpd's own reply lines, and the named reply relay sends instead.
 _LIBRARY_REPLIES: list[tuple[str, Reply]] = [
-    ("552 Error: Too much mail data", replies.R552_TOO_BIG),
     ("552 Error: message size exceeds", replies.R552_SIZE_EXCEEDED),
-    ("500 Line too long", replies.R500_LINE_TOO_LONG),
     ("500 Command line too long", replies.R500_COMMAND_TOO_LONG),
     ("530 Must issue a STARTTLS", replies.R530_STARTTLS_FIRST),
     ("538 5.7.11", replies.R538_ENCRYPTION_REQUIRED),

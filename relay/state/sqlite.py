@@ -104,13 +104,12 @@ def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> Non
                  (domain, now, reason))
 
 
-def resume(conn: sqlite3.Connection, domain: str, now: float, recheck: float = 30.0) -> bool:
-    """The operator's resume lifts every pause, holds until new feedback arrives, and makes
-    the held mail due now (mail held by a pause waits at most `recheck` seconds anyway)."""
+def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
+    """The operator's resume lifts every pause and holds until new feedback arrives (the
+    delivery process releases the held mail when it sees the pause gone)."""
     lifted = conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount
     lifted += conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,)).rowcount
     conn.execute("INSERT OR REPLACE INTO domain_resumes (domain, at) VALUES (?, ?)", (domain, now))
-    release_held(conn, domain, now, recheck)
     return lifted > 0
 
 
