@@ -25,11 +25,12 @@ from relay.checks.dmarc import DmarcMonitor
 from aiohttp import web
 
 from relay.checks.spf import SpfEvaluator
+from relay import events
 from relay.events import Event, emit
 from relay.state.suppressions import SuppressionReason
 from relay import metrics
 from relay.feedback.intake import FeedbackIntake
-from relay.web import webhooks
+from relay.web import health, webhooks
 from relay.web.tokens import UnsubscribeTokens
 from relay.web.unsubscribe import make_app, start_http, stop_http
 from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
@@ -119,6 +120,7 @@ class Relay:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
+        metrics.prime(self.config)
         self.spool.start()
         await self.listeners.start()
         if self.config.http is not None:
@@ -130,10 +132,15 @@ class Relay:
             log.info("HTTP listening on %s:%d (/unsubscribe, /webhooks/%s)", self.config.http.address,
                      self.http_port, ",".join(self.config.feedback.webhooks) or "-")
         if self.config.metrics is not None:
+            registry = metrics.CollectorRegistry()
+            registry.register(metrics.Merged(self.delivery.samples))
+            registry.register(metrics.SpoolCollector(lambda: self.config, self.clock))
+            checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
+                      "state": self.spool.check_state}
             self.metrics_runner, self.metrics_port = await start_http(
-                metrics.make_app(self.config, self.clock), self.config.metrics.address,
+                health.make_app(registry, checks), self.config.metrics.address,
                 self.config.metrics.port)
-            log.info("metrics on %s:%d (/metrics, /healthz)", self.config.metrics.address,
+            log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
                      self.metrics_port)
         await self.delivery.start()
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
@@ -161,7 +168,9 @@ class Relay:
     async def _unsubscribed(self, recipient: str, domain: str) -> None:
         """RFC 8058 one-click: that recipient gets no more mail of that sender domain."""
         await self.spool.suppress(recipient, domain, SuppressionReason.UNSUBSCRIBED, self.clock.now())
-        emit(Event.SUPPRESSED, domain=domain, reason=SuppressionReason.UNSUBSCRIBED.value)
+        metrics.FEEDBACK_EVENTS.labels("one_click", "unsubscribed").inc()
+        emit(Event.SUPPRESSED, domain=domain, reason=SuppressionReason.UNSUBSCRIBED.value,
+             source="one_click")
 
     async def reload(self) -> bool:
         """Re-read the configuration and apply it to the next decisions, without dropping a
@@ -188,7 +197,10 @@ class Relay:
         self.acceptance.spf_gate.reconfigure(config)
         self.listeners.reconfigure(config, context)
         self.intake.config = config
+        if config.logging != self.config.logging:
+            events.configure(config.logging.format, config.logging.level)
         self.config = config
+        metrics.prime(config)
         await self.delivery.reload(config)
         log.info("configuration reloaded: %d user(s), %d domain(s), %d route(s)",
                  len(config.users), len(config.domains), len(config.routes))

@@ -10,7 +10,6 @@ import argparse
 import datetime
 import getpass
 import json
-import logging
 import os
 import sys
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from relay import config as config_module
+from relay import events
 from relay.checks.auth import hash_password
 from relay.config import Config
 from relay.errors import ConfigError
@@ -49,13 +49,13 @@ def _write_private(path: Path, pem: bytes) -> None:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    events.configure(verbose=verbose)
 
 
 def cmd_serve(args) -> int:
     setup_logging(args.verbose)
     config = _load(args.config)
+    events.configure(config.logging.format, config.logging.level, args.verbose)
     from relay.app import run
     run(config, reread=lambda: _load(args.config))
     return 0

@@ -298,8 +298,15 @@ class Feedback(Strict):
     soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
 
+class Logging(Strict):
+    """The log on stderr: `text` reads well on a terminal; `json` writes one object per line
+    (every message event with its fields), for journald, Docker and log shippers."""
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Metrics(Strict):
-    """The private HTTP listener for Prometheus (/metrics, /healthz)."""
+    """The private HTTP listener for Prometheus and probes (/metrics, /healthz, /readyz)."""
     address: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
 
@@ -322,6 +329,7 @@ class Config(Strict):
     feedback: Feedback = Field(default_factory=Feedback)
     http: Http | None = None
     metrics: Metrics | None = None
+    logging: Logging = Field(default_factory=Logging)
 
     @field_validator("domains", mode="before")
     @classmethod

@@ -1,27 +1,35 @@
-"""The message event log: one JSON line per thing that happens to a message.
+"""The message event log: one line per thing that happens to a message, and the log format.
 
 Events go to the `relay.events` logger, so operators route them like any log (stderr by
-default). The kinds form a closed set; fields are flat and never hold message content.
+default). The kinds form a closed set; fields are flat (queue id, domain, route, reply, ...)
+and never hold message content. `configure` sets the format of the whole log:
+
+- `text` (the default), for a terminal:
+  `2026-11-22 18:00:01 INFO relay.events: queued id=01JD... domain=acme.fr route=brevo ...`
+- `json` (`logging.format: json`), one object per line for journald, Docker and shippers:
+  `{"time":"2026-11-22T18:00:01.123Z","level":"info","logger":"relay.events","event":"queued",
+  "id":"01JD...","domain":"acme.fr","route":"brevo",...}`; other log lines carry `msg`.
 """
 from __future__ import annotations
 
 import enum
 import json
 import logging
+import sys
 import time
 
 log = logging.getLogger("relay.events")
 
 
 class Event(enum.StrEnum):
-    RECEIVED = "received"
-    REJECTED = "rejected"
-    QUEUED = "queued"
-    ATTEMPT = "attempt"
-    DELIVERED = "delivered"
-    DEFERRED = "deferred"
-    BOUNCED = "bounced"
-    EXPIRED = "expired"
+    RECEIVED = "received"           # DATA ended: a message arrived (before its checks)
+    REJECTED = "rejected"           # a connection, command or message was refused
+    QUEUED = "queued"               # stored in the spool: the 250 was sent
+    ATTEMPT = "attempt"             # the route is being given the message
+    DELIVERED = "delivered"         # per recipient, as the route answered
+    DEFERRED = "deferred"           # per recipient (4xx), or by the governor (`by`)
+    BOUNCED = "bounced"             # per recipient (5xx)
+    EXPIRED = "expired"             # per recipient, past spool.max_age
     DSN_SENT = "dsn_sent"
     DELETED = "deleted"
     SUPPRESSED = "suppressed"
@@ -32,6 +40,46 @@ class Event(enum.StrEnum):
 
 def emit(event: Event, **fields: object) -> None:
     if log.isEnabledFor(logging.INFO):
-        record = {"ts": round(time.time(), 3), "event": event.value}
-        record.update({k: v for k, v in fields.items() if v is not None})
-        log.info(json.dumps(record, separators=(",", ":"), default=str))
+        fields = {k: v for k, v in fields.items() if v is not None}
+        log.info(_readable(event.value, fields), extra={"relay_event": (event.value, fields)})
+
+
+def _readable(event: str, fields: dict) -> str:
+    """`queued id=X reply="250 2.0.0 Ok"`: logfmt, quoted where a value needs it."""
+    parts = [event]
+    for key, value in fields.items():
+        text = str(value)
+        if not text or any(c in text for c in ' "=\\') or not text.isprintable():
+            text = json.dumps(text, ensure_ascii=False)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": _iso(record.created), "level": record.levelname.lower(),
+                "logger": record.name}
+        event = getattr(record, "relay_event", None)
+        if event is not None:
+            line["event"] = event[0]
+            line.update(event[1])
+        else:
+            line["msg"] = record.getMessage()
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(format: str = "text", level: str = "info", verbose: bool = False) -> None:
+    """Send the whole log to stderr in `format` ("text" or "json"); `verbose` means debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level.upper()),
+                        handlers=[handler], force=True)

@@ -1,75 +1,243 @@
 """Prometheus metrics, declared here and nowhere else; served on the private `metrics:`
-listener at /metrics (plus /healthz).
+listener at /metrics, beside /healthz and /readyz (`web/health.py`).
 
-Names are `relay_<subsystem>_<name>`, labels bounded (a domain is configured, never an
-address). Values that live in the spool (rates, pauses, queue) are read from it at scrape
-time by `SpoolCollector`, so both relay processes' work shows without shared memory.
+Names are `relay_<subsystem>_<name>`, labels bounded: a listener, route or domain is
+configured, a reason, result or type comes from a closed enum, never an address.
+
+Two kinds of metric:
+- counters and the histogram, moved where things happen, in whichever process does them.
+  The delivery process sends a `snapshot()` of its own to the listener process every second
+  (`outbound/process.py`), and the listener serves the sum (`Merged`), so one scrape shows
+  both processes; a replaced delivery process's last numbers are kept, so sums never go back.
+- gauges read from the spool when Prometheus scrapes (`SpoolCollector`): queue, rates,
+  warm-up day, pauses, suppressions. They hold across restarts because the spool does.
 """
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable, Iterable
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.clock import Clock
 from relay.config import Config
-from relay.spool.store import connect
+from relay.feedback.events import FeedbackKind
+from relay.governor.warmup import warmup_day
+from relay.model import RecipientState
+from relay.replies import Refusal
 from relay.state import sqlite as state
+from relay.state.suppressions import SuppressionReason
+from relay.spool.store import connect
+
+prometheus_client.disable_created_metrics()    # `_created` samples cannot be summed
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- acceptance (listener process) -------------------------------------------------------
+MESSAGES_RECEIVED = Counter(
+    "relay_messages_received", "Messages accepted and queued (one per DATA), by listener and stream",
+    ["listener", "stream"], registry=REGISTRY)
+MESSAGES_REJECTED = Counter(
+    "relay_messages_rejected", "Connections, commands and messages refused by policy or failure, "
+    "by reason", ["reason"], registry=REGISTRY)
+SMTP_REPLIES = Counter(
+    "relay_smtp_replies", "SMTP replies sent to clients, by command and basic reply code",
+    ["command", "code"], registry=REGISTRY)
+DKIM_SIGNATURES = Counter(
+    "relay_dkim_signatures", "DKIM signatures made (messages and DSNs), by algorithm and result",
+    ["algorithm", "result"], registry=REGISTRY)
+SPF_CHECKS = Counter(
+    "relay_spf_checks", "SPF evaluations of the gate at MAIL FROM (one per route egress IP; "
+    "decisions served from its cache are not counted), by result", ["result"], registry=REGISTRY)
+
+# --- delivery (delivery process) ---------------------------------------------------------
+DELIVERIES = Counter(
+    "relay_deliveries", "Recipient outcomes of delivery attempts, by route and result",
+    ["route", "result"], registry=REGISTRY)
+DELIVERY_DURATION = Histogram(
+    "relay_delivery_duration_seconds", "Time of one upstream transaction (MAIL to the final "
+    "reply), by route", ["route"], registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+GOVERNOR_DEFERRALS = Counter(
+    "relay_governor_deferrals", "Messages the governor held back (not attempts), by reason",
+    ["reason"], registry=REGISTRY)
+DELIVERY_RESTARTS = Counter(
+    "relay_delivery_process_restarts", "Times the delivery process died and was restarted",
+    registry=REGISTRY)
+
+# --- feedback (both) ---------------------------------------------------------------------
+FEEDBACK_EVENTS = Counter(
+    "relay_feedback_events", "New (deduplicated) feedback events, by source and type",
+    ["source", "type"], registry=REGISTRY)
+
+FEEDBACK_SOURCES = ("brevo", "mailjet", "ses", "sendgrid", "postmark", "dsn", "arf", "upstream",
+                    "one_click")
+DELIVERY_RESULTS = tuple(s.value for s in RecipientState if s is not RecipientState.QUEUED) + ("deferred",)
+QUEUE_STATES = ("ready", "deferred", "held")
+
+
+def prime(config: Config) -> None:
+    """Create every bounded label set at zero, so rates and alerts see a series from the start
+    (a counter that appears at its first increment hides that increment from `rate()`)."""
+    from relay.checks.spf import SpfResult                # these modules count metrics too
+    from relay.governor.governor import HoldReason
+    from relay.signing.dkim import ED25519_SHA256, RSA_SHA256
+    for listener in config.server.listeners:
+        if listener.role == "submission":
+            for stream in ("transactional", "bulk"):
+                MESSAGES_RECEIVED.labels(listener.name, stream)
+    for reason in Refusal:
+        MESSAGES_REJECTED.labels(reason.value)
+    algorithms = {key.algorithm or RSA_SHA256 for d in config.domains.values() for key in d.dkim}
+    for algorithm in algorithms & {RSA_SHA256, ED25519_SHA256}:
+        for result in ("ok", "error"):
+            DKIM_SIGNATURES.labels(algorithm, result)
+    for result in SpfResult:
+        SPF_CHECKS.labels(result.value)
+    for route in config.routes:
+        DELIVERY_DURATION.labels(route)
+        for result in DELIVERY_RESULTS:
+            DELIVERIES.labels(route, result)
+    for reason in HoldReason:
+        GOVERNOR_DEFERRALS.labels(reason.value)
+    for source in FEEDBACK_SOURCES:
+        for kind in FeedbackKind:
+            FEEDBACK_EVENTS.labels(source, kind.value)
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def snapshot(registry: CollectorRegistry = REGISTRY) -> list[Sample]:
+    """Every sample of the counters and histograms, for another process to add to its own."""
+    return [(s.name, s.labels, s.value) for family in registry.collect() for s in family.samples]
+
+
+class Merged:
+    """The process's own counters plus the samples other processes sent (`others()`)."""
+
+    def __init__(self, others: Callable[[], Iterable[Sample]],
+                 registry: CollectorRegistry = REGISTRY) -> None:
+        self.others = others
+        self.registry = registry
+
+    def collect(self):
+        extra: dict[str, dict[tuple, float]] = {}
+        for name, labels, value in self.others():
+            by_labels = extra.setdefault(name, {})
+            key = tuple(sorted(labels.items()))
+            by_labels[key] = by_labels.get(key, 0.0) + value
+        for family in self.registry.collect():
+            merged = Metric(family.name, family.documentation, family.type, family.unit)
+            seen: set[tuple[str, tuple]] = set()
+            for s in family.samples:
+                key = tuple(sorted(s.labels.items()))
+                seen.add((s.name, key))
+                merged.add_sample(s.name, s.labels, s.value + extra.get(s.name, {}).get(key, 0.0))
+            for name in _sample_names(family):
+                for key, value in extra.get(name, {}).items():
+                    if (name, key) not in seen:
+                        merged.add_sample(name, dict(key), value)
+            yield merged
+
+
+def _sample_names(family: Metric) -> list[str]:
+    if family.type == "counter":
+        return [family.name + "_total"]
+    if family.type == "histogram":
+        return [family.name + suffix for suffix in ("_bucket", "_count", "_sum")]
+    return [family.name]
 
 
 class SpoolCollector:
     """Gauges computed from the spool database when Prometheus scrapes."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
-        self.config = config
+    def __init__(self, config: Callable[[], Config], clock: Clock) -> None:
+        self.config = config          # the running configuration (it changes on reload)
         self.clock = clock
 
     def collect(self):
-        complaint = GaugeMetricFamily("relay_domain_complaint_rate",
-                                      "Complaints per recipient delivered over reputation.window",
-                                      labels=["domain"])
-        bounce = GaugeMetricFamily("relay_domain_bounce_rate",
-                                   "Hard bounces per recipient delivered over reputation.window",
-                                   labels=["domain"])
-        paused = GaugeMetricFamily("relay_domain_paused", "1 while the domain's mail is held",
-                                   labels=["domain", "scope"])
-        queued = GaugeMetricFamily("relay_queue_messages", "Messages in the spool", labels=["stream"])
-        path = self.config.spool.path / "relay.sqlite3"
-        with connect(path) as conn:
-            since = self.clock.now() - self.config.reputation.window
-            pauses = state.paused(conn)
-            for domain in sorted(self.config.domains):
-                delivered = state.delivered_since(conn, domain, since)
-                for family, kind in ((complaint, "complained"), (bounce, "bounced_hard")):
-                    count = state.count_feedback(conn, domain, (kind,), since)
-                    family.add_metric([domain], count / delivered if delivered else 0.0)
-                for scope in ("bulk", "all"):
-                    held = domain in pauses and pauses[domain][0] == scope
-                    paused.add_metric([domain, scope], 1.0 if held else 0.0)
-            counts = dict(conn.execute("SELECT stream, COUNT(*) FROM messages GROUP BY stream"))
-        queued.add_metric(["transactional"], counts.get(0, 0))
-        queued.add_metric(["bulk"], counts.get(1, 0))
-        yield from (complaint, bounce, paused, queued)
+        config = self.config()
+        now = self.clock.now()
+        families = {
+            "complaint": GaugeMetricFamily(
+                "relay_domain_complaint_rate", "Complaints per recipient delivered over "
+                "reputation.window (0.001 is 0.10%)", labels=["domain"]),
+            "bounce": GaugeMetricFamily(
+                "relay_domain_bounce_rate", "Hard bounces per recipient delivered over "
+                "reputation.window (0.02 is 2%)", labels=["domain"]),
+            "warmup": GaugeMetricFamily(
+                "relay_domain_warmup_day", "Days since the domain's first delivery through relay "
+                "(its step in limits.warmup.schedule)", labels=["domain"]),
+            "paused": GaugeMetricFamily(
+                "relay_domain_paused", "1 while the domain's mail (scope all) or bulk mail "
+                "(scope bulk) is held by a pause", labels=["domain", "scope"]),
+            "queue": GaugeMetricFamily(
+                "relay_queue_messages", "Messages in the spool: ready (due now), deferred "
+                "(waiting to retry), held (by the governor)", labels=["state"]),
+            "oldest": GaugeMetricFamily(
+                "relay_queue_oldest_seconds", "Age of the oldest message in the spool (0 when empty)"),
+            "suppressions": GaugeMetricFamily(
+                "relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
+                labels=["reason"]),
+        }
+        with connect(config.spool.path / "relay.sqlite3") as conn:
+            self._domains(conn, config, now, families)
+            self._queue(conn, now, families)
+            counts = dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
+        for reason in SuppressionReason:
+            families["suppressions"].add_metric([reason.value], counts.get(reason.value, 0))
+        yield from families.values()
+
+    @staticmethod
+    def _domains(conn: sqlite3.Connection, config: Config, now: float, families: dict) -> None:
+        since = now - config.reputation.window
+        pauses = state.paused(conn)
+        first_send, _ = state.load(conn, state.day_of(now))
+        today = state.day_of(now)
+        for domain in sorted(config.domains):
+            delivered = state.delivered_since(conn, domain, since)
+            for name, kind in (("complaint", FeedbackKind.COMPLAINED), ("bounce", FeedbackKind.BOUNCED_HARD)):
+                count = state.count_feedback(conn, domain, (kind.value,), since)
+                families[name].add_metric([domain], count / delivered if delivered else 0.0)
+            first = first_send.get(domain)
+            families["warmup"].add_metric(
+                [domain], warmup_day(None if first is None else state.day_of(first), today))
+            for scope in ("bulk", "all"):
+                held = domain in pauses and pauses[domain][0] == scope
+                families["paused"].add_metric([domain, scope], 1.0 if held else 0.0)
+
+    @staticmethod
+    def _queue(conn: sqlite3.Connection, now: float, families: dict) -> None:
+        counts = dict(conn.execute(
+            "SELECT CASE WHEN next_attempt <= ?1 THEN 'ready' WHEN hold_reason != '' THEN 'held'"
+            " ELSE 'deferred' END, COUNT(*) FROM messages GROUP BY 1", (now,)))
+        for name in QUEUE_STATES:
+            families["queue"].add_metric([name], counts.get(name, 0))
+        oldest = conn.execute("SELECT MIN(created) FROM messages").fetchone()[0]
+        families["oldest"].add_metric([], max(0.0, now - oldest) if oldest is not None else 0.0)
 
 
-def make_app(config: Config, clock: Clock) -> web.Application:
-    registry = CollectorRegistry()
-    registry.register(SpoolCollector(config, clock))
+def documented() -> dict[str, str]:
+    """Every metric relay exposes, as PromQL names it (counters end in `_total`) -> its type;
+    the README table and the tests are checked against it."""
+    names = {family.name + ("_total" if family.type == "counter" else ""): family.type
+             for family in REGISTRY.collect()}
+    names.update(SPOOL_GAUGES)
+    return names
 
-    async def metrics(request: web.Request) -> web.Response:
-        try:
-            body = generate_latest(registry)
-        except sqlite3.Error as exc:
-            return web.Response(status=503, text=f"spool unreadable: {exc}\n")
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+def series_names() -> set[str]:
+    """Every series name a query may use: the histogram's `_bucket`, `_count`, `_sum` too."""
+    names = set()
+    for name, kind in documented().items():
+        names.update([name + s for s in ("_bucket", "_count", "_sum")] if kind == "histogram" else [name])
+    return names
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    return app
+
+SPOOL_GAUGES = {name: "gauge" for name in (
+    "relay_domain_complaint_rate", "relay_domain_bounce_rate", "relay_domain_warmup_day",
+    "relay_domain_paused", "relay_queue_messages", "relay_queue_oldest_seconds",
+    "relay_suppressions")}

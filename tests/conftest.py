@@ -111,6 +111,8 @@ def base_config(tmp_path: Path, upstream_port: int, server_cert, dkim_keys, **ov
         },
         "routes": {"provider": {"host": "127.0.0.1", "port": upstream_port, "tls": "none",
                                 "max_connections": 2, "timeout": "10s"}},
+        # the delivery process's event log, as log shippers read it (tests parse it)
+        "logging": {"format": "json"},
     }
     for dotted, value in overrides.items():
         node = data

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-from relay import replies
+from relay import metrics, replies
 from relay.checks.spf import SpfEvaluator, SpfOutcome, SpfResult
 from relay.clock import Clock
 from relay.config import Config, Route
@@ -81,6 +81,8 @@ class SpfGate:
                 timeout=self.config.dns.timeout)
         except asyncio.TimeoutError:
             outcomes = [SpfOutcome(SpfResult.TEMPERROR, "DNS timeout")]
+        for outcome in outcomes:
+            metrics.SPF_CHECKS.labels(outcome.result.value).inc()
         ttl = max(_MIN_CACHE, min([o.ttl for o in outcomes] + [_MAX_CACHE]))
         by_result = {o.result: o for o in outcomes}
         if SpfResult.TEMPERROR in by_result:

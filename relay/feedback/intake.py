@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+from relay import metrics
 from relay.clock import Clock
 from relay.config import Config
 from relay.events import Event, emit
@@ -78,6 +79,10 @@ class FeedbackIntake:
                 continue
             new += 1
             touched.add(domain)
+            metrics.FEEDBACK_EVENTS.labels(event.source, event.kind.value).inc()
+            if event.kind is FeedbackKind.COMPLAINED:
+                emit(Event.COMPLAINED, domain=domain, source=event.source,
+                     reason=event.reason or None)
             self._suppress(conn, event, domain, now)
         for domain in touched:
             self._judge(conn, domain, now)

@@ -29,7 +29,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from relay import replies
+from relay import metrics, replies
 from relay.checks import content, sender
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
@@ -155,6 +155,9 @@ class Acceptance:
         assert session.principal is not None
         now = self.clock.now()
         queue_id = session.queue_id = new_queue_id(now)
+        emit(Event.RECEIVED, id=queue_id, listener=session.listener, ip=session.ip,
+             user=session.principal.username, domain=session.sender_domain,
+             rcpts=len(recipients), size=len(data))
         parsed = content.parse(data)
         domain = sender.authorize(session.principal, parsed.from_address, self.config.domains,
                                   header=True)
@@ -186,7 +189,9 @@ class Acceptance:
         for message in messages:
             emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
                  stream=stream.name.lower(), user=session.principal.username,
-                 rcpts=len(message.recipients), size=len(message.body))
+                 rcpts=len(message.recipients), size=len(message.body),
+                 reply=str(replies.R250_QUEUED.format(queue_id=queue_id)))
+        metrics.MESSAGES_RECEIVED.labels(session.listener, stream.name.lower()).inc()
         self.on_queued(messages[0])
         return replies.R250_QUEUED.format(queue_id=queue_id)
 

@@ -13,10 +13,11 @@ import secrets
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
-from relay import replies
+from relay import metrics, replies
 from relay.errors import RelayError, reply_for
 from relay.events import Event, emit
 from relay.inbound.acceptance import Acceptance, SessionState
+from relay.replies import Reply
 
 log = logging.getLogger("relay.smtp")
 
@@ -111,24 +112,33 @@ class Handler:
         return await self._authenticate(server, login, password)
 
     async def _authenticate(self, server, login: bytes, password: bytes) -> AuthResult:
+        state = self.state(server.session)
         try:
             username = login.decode("utf-8")
-            principal = await self.acceptance.authenticate(self.state(server.session), username, password)
+            principal = await self.acceptance.authenticate(state, username, password)
         except UnicodeDecodeError:
+            refused(state, "AUTH", replies.R535_AUTH_FAILED, "login is not UTF-8")
             return AuthResult(success=False, handled=False)
         except Exception as exc:
-            return AuthResult(success=False, handled=False,
-                              message=str(reply_for(exc, secrets.token_hex(4))))
+            reply = reply_for(exc, secrets.token_hex(4))
+            refused(state, "AUTH", reply, exc.detail if isinstance(exc, RelayError) else "")
+            return AuthResult(success=False, handled=False, message=str(reply))
         return AuthResult(success=True, auth_data=principal)
 
     def _refuse(self, session, command: str, exc: Exception, address: str | None) -> str:
         state = self.state(session)
         reply = reply_for(exc, state.queue_id or secrets.token_hex(4))
-        user = state.principal.username if state.principal else None
-        detail = exc.detail if isinstance(exc, RelayError) else ""
-        emit(Event.REJECTED, command=command, ip=state.ip, user=user, reply=str(reply),
-             detail=detail or None)
+        refused(state, command, reply, exc.detail if isinstance(exc, RelayError) else "")
         return str(reply)
+
+
+def refused(state: SessionState, command: str, reply: Reply, detail: str = "") -> None:
+    """A refusal leaves its trace: a `rejected` event and relay_messages_rejected_total."""
+    metrics.MESSAGES_REJECTED.labels((reply.reason or replies.Refusal.TEMPORARY).value).inc()
+    user = state.principal.username if state.principal else None
+    emit(Event.REJECTED, id=state.queue_id or None, command=command, listener=state.listener,
+         ip=state.ip, user=user, domain=state.sender_domain or None, reply=str(reply),
+         detail=detail or None)
 
 
 def _b64(text: str) -> bytes | None:

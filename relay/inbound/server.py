@@ -19,12 +19,11 @@ from email.errors import HeaderParseError
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from relay import replies
+from relay import metrics, replies
 from relay.config import Config, Listener
 from relay.errors import RelayError
-from relay.events import Event, emit
 from relay.inbound.acceptance import Acceptance, SessionState
-from relay.inbound.handler import Handler
+from relay.inbound.handler import Handler, refused
 from relay.replies import Reply
 
 log = logging.getLogger("relay.smtp")
@@ -75,6 +74,18 @@ class RelaySMTP(SMTP):
         self._greeted = False           # the 220 greeting has been sent
         self._in_hello = False          # answering HELO/EHLO: no enhanced codes there
         self._continued: list[str] = []
+        self._command = "CONNECT"       # what the replies being sent answer (for metrics)
+        self._smtp_methods = {name: self._answering(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    def _answering(self, name: str, method):
+        async def call(arg):
+            self._command = name
+            try:
+                await method(arg)
+            finally:
+                self._command = "OTHER"             # a line refused before any command ran
+        return call
 
     def _create_session(self):
         session = super()._create_session()
@@ -91,7 +102,8 @@ class RelaySMTP(SMTP):
                 self._acceptance.connect(self._state)
             except RelayError as exc:
                 self._refused = True
-                emit(Event.REJECTED, command="CONNECT", ip=self._state.ip, reply=str(exc.reply))
+                refused(self._state, "CONNECT", exc.reply, exc.detail)
+                metrics.SMTP_REPLIES.labels("CONNECT", str(exc.reply.code)).inc()
                 transport.write(f"{exc.reply}\r\n".encode())
                 transport.close()
                 return
@@ -117,7 +129,9 @@ class RelaySMTP(SMTP):
         if isinstance(status, str):
             for prefix, reply in _LIBRARY_REPLIES:
                 if status.startswith(prefix):
-                    status = str(reply.format(limit=self._max_size))
+                    reply = reply.format(limit=self._max_size)
+                    refused(self._state, self._command, reply)
+                    status = str(reply)
                     break
             else:
                 if self._greeted and not self._in_hello:
@@ -128,6 +142,8 @@ class RelaySMTP(SMTP):
             if self._continued:
                 status = "\r\n".join(self._continued + [status])
                 self._continued.clear()
+            if status[:3].isdigit():
+                metrics.SMTP_REPLIES.labels(self._command, status[:3]).inc()
         self._greeted = True
         await super().push(status)
 
@@ -175,7 +191,9 @@ class RelaySMTP(SMTP):
         await self.push(str(replies.R354_START_DATA))
         data = await self._read_data()
         if data is None:
-            await self.push(str(replies.R552_TOO_BIG.format(limit=self._max_size)))
+            reply = replies.R552_TOO_BIG.format(limit=self._max_size)
+            refused(self._state, "DATA", reply, "message too big")
+            await self.push(str(reply))
         else:
             self.envelope.content = self.envelope.original_content = data
             status = await self._call_handler_hook("DATA")
@@ -263,6 +281,14 @@ class Listeners:
 
     def port(self, name: str) -> int:
         return self.servers[name].sockets[0].getsockname()[1]
+
+    async def check(self) -> None:
+        """Raise unless every listener started is accepting connections (/readyz)."""
+        if not self.servers:
+            raise RuntimeError("no listener started")
+        down = [name for name, server in self.servers.items() if not server.is_serving()]
+        if down:
+            raise RuntimeError("not listening: " + ", ".join(down))
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting; close idle sessions; give open transactions `timeout` to finish."""

@@ -7,21 +7,29 @@ process) starts `python -m relay.outbound.process`, hands it the configuration o
 nudges it through a pipe when a message was queued, and restarts it if it dies. The child
 stops, finishing the attempts under way, when the pipe closes: on a clean shutdown, and
 also when the parent is killed, so no delivery process outlives its relay.
+
+The child writes a snapshot of its counters (`metrics.snapshot()`) as one JSON line on its
+stdout every second when they changed, and once more as it exits; the parent serves them
+added to its own, and keeps a replaced child's last numbers so the sums never go back.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
 import sys
 
+from relay import metrics
 from relay.config import Config
 
 log = logging.getLogger("relay.delivery")
 
 _RESTART_DELAY = 1.0
+_REPORT_EVERY = 1.0                 # seconds between the child's metrics snapshots
+_REPORT_BACKLOG = 1 << 20           # the parent is not reading: skip snapshots, never block
 
 
 class DeliveryProcess:
@@ -34,6 +42,17 @@ class DeliveryProcess:
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self._reloading = False
+        self._reader: asyncio.Task | None = None
+        self._current: list[metrics.Sample] = []          # the running child's last snapshot
+        self._retired: dict[tuple, float] = {}            # what the children before it counted
+
+    def samples(self) -> list[metrics.Sample]:
+        """The delivery process's counters, including those of the processes it replaced."""
+        totals = dict(self._retired)
+        for name, labels, value in self._current:
+            key = (name, tuple(sorted(labels.items())))
+            totals[key] = totals.get(key, 0.0) + value
+        return [(name, dict(labels), value) for (name, labels), value in totals.items()]
 
     async def start(self) -> None:
         await self._spawn()
@@ -44,22 +63,44 @@ class DeliveryProcess:
         os.set_blocking(write_end, False)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.outbound.process", str(read_end),
-            stdin=asyncio.subprocess.PIPE, pass_fds=(read_end,))
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, pass_fds=(read_end,),
+            limit=_REPORT_BACKLOG * 16)
         os.close(read_end)
+        self._reader = asyncio.create_task(self._read_metrics(self._proc.stdout))
         self._wake_w = write_end
         self._proc.stdin.write(self.config.model_dump_json().encode())
         await self._proc.stdin.drain()
         self._proc.stdin.close()
+
+    async def _read_metrics(self, stdout: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stdout.readline()
+                if not line:
+                    return                        # the child exited
+                self._current = [(name, labels, float(value)) for name, labels, value in json.loads(line)]
+            except (ValueError, TypeError):
+                log.warning("the delivery process sent an unreadable metrics line; ignored")
+
+    async def _retire(self) -> None:
+        """The child exited: read its last snapshot, and keep its numbers."""
+        if self._reader is not None:
+            await self._reader
+        self._retired = {(name, tuple(sorted(labels.items()))): value
+                         for name, labels, value in self.samples()}
+        self._current = []
 
     async def _supervise(self) -> None:
         while not self._stopping:
             code = await self._proc.wait()
             if self._stopping:
                 return
+            await self._retire()
             if self._reloading:                   # it finished its attempts: start the new one
                 self._reloading = False
                 await self._spawn()
                 continue
+            metrics.DELIVERY_RESTARTS.inc()
             log.error("the delivery process exited with %s; restarting it", code)
             self._close_pipe()
             await asyncio.sleep(_RESTART_DELAY)
@@ -102,11 +143,12 @@ class DeliveryProcess:
             await self._proc.wait()
         if self._supervisor:
             self._supervisor.cancel()
+        await self._retire()
 
 
 # --- the child ---------------------------------------------------------------------------
 
-async def _serve(config: Config, wake_fd: int) -> None:
+async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     from relay.app import load_signer
     from relay.clock import SystemClock
     from relay.feedback.intake import FeedbackIntake
@@ -145,21 +187,49 @@ async def _serve(config: Config, wake_fd: int) -> None:
     loop.add_reader(wake_fd, on_wake)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    metrics.prime(config)
+    report, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(report_fd, "wb", 0))
+    reporter = asyncio.create_task(_report(report))
     delivery.start()
     await done.wait()
     await delivery.stop(timeout=30.0)
     spool.close()
+    reporter.cancel()
+    _report_once(report, "")
+    for _ in range(100):                          # let the parent read the last numbers
+        if not report.get_write_buffer_size():
+            break
+        await asyncio.sleep(0.02)
+    report.close()
+
+
+async def _report(transport: asyncio.WriteTransport) -> None:
+    last = ""
+    while True:
+        last = _report_once(transport, last)
+        await asyncio.sleep(_REPORT_EVERY)
+
+
+def _report_once(transport: asyncio.WriteTransport, last: str) -> str:
+    line = json.dumps(metrics.snapshot(), separators=(",", ":"))
+    if line != last and transport.get_write_buffer_size() < _REPORT_BACKLOG:
+        transport.write(line.encode() + b"\n")
+        return line
+    return last
 
 
 def main() -> None:
-    from relay.cli import setup_logging
-    setup_logging()
+    from relay import events
+    events.configure()
     config = Config.model_validate_json(sys.stdin.buffer.read())
+    events.configure(config.logging.format, config.logging.level)
+    report_fd = os.dup(1)                         # stdout carries metrics snapshots only;
+    os.dup2(2, 1)                                 # anything printed goes to the log instead
     try:
         import uvloop
-        uvloop.run(_serve(config, int(sys.argv[1])))
+        uvloop.run(_serve(config, int(sys.argv[1]), report_fd))
     except ImportError:  # pragma: no cover
-        asyncio.run(_serve(config, int(sys.argv[1])))
+        asyncio.run(_serve(config, int(sys.argv[1]), report_fd))
 
 
 if __name__ == "__main__":

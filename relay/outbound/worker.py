@@ -10,8 +10,8 @@
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
    expired
 5. the new state is persisted with the DSN for what failed for good (one transaction),
-   and an event is logged per outcome; the route's refusals become feedback (a dead address
-   is suppressed, the domain's bounce rate moves)
+   an event is logged and metrics move per outcome; the route's refusals become feedback
+   (a dead address is suppressed, the domain's bounce rate moves)
 
 Delivery is at-least-once: a crash between the route's 250 and step 5 re-sends the message
 after restart, which is what every MTA does rather than risk losing it.
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from relay import metrics
 from relay.checks import content
 from relay.clock import Clock
 from relay.config import Config
@@ -102,11 +104,13 @@ class Delivery:
         message.attempts += 1
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(pending))
+        started = time.monotonic()
         try:
             answers = await session.send(message.mail_from, [r.address for r in pending],
                                          message.body, message.mail_options)
         except RouteUnavailable as exc:
             answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(pending)
+        metrics.DELIVERY_DURATION.labels(route.name).observe(time.monotonic() - started)
         now = self.clock.now()
         self._classify(message, pending, answers, now)
         delivered = sum(r.state is RecipientState.DELIVERED for r in pending)
@@ -129,7 +133,8 @@ class Delivery:
         now = self.clock.now()
         message.held += max(0.0, hold.until - max(now, message.next_attempt))
         message.next_attempt = hold.until
-        await self.spool.record_hold(message)
+        await self.spool.record_hold(message, hold.reason.value)
+        metrics.GOVERNOR_DEFERRALS.labels(hold.reason.value).inc()
         emit(Event.DEFERRED, id=message.id, domain=message.domain, route=message.route,
              by="governor", reason=hold.reason.value, detail=hold.detail, until=round(hold.until))
 
@@ -149,6 +154,7 @@ class Delivery:
                 event = Event.EXPIRED
             else:
                 event = Event.DEFERRED
+            metrics.DELIVERIES.labels(message.route, event.value).inc()
             emit(event, id=message.id, domain=message.domain, route=message.route,
                  reply=recipient.reply)
         message.next_attempt = now + self.backoff.delay(message.attempts)

@@ -25,6 +25,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from relay import metrics
+
 SIGNED_FIELDS = (
     b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
     b"content-type", b"content-transfer-encoding", b"in-reply-to", b"references", b"list-id",
@@ -159,7 +161,13 @@ class Signer:
             tags = (f" v=1; a={key.algorithm}; c=relaxed/relaxed; d={key.domain};"
                     f" s={key.selector}; t={timestamp};\r\n\th={names.decode()};\r\n\tbh={bh};\r\n\tb=")
             unsigned = relaxed_header(b"DKIM-Signature", tags.encode())
-            signature = base64.b64encode(key.sign(canonical + unsigned)).decode()
+            try:
+                raw = key.sign(canonical + unsigned)
+            except Exception:
+                metrics.DKIM_SIGNATURES.labels(key.algorithm, "error").inc()
+                raise
+            metrics.DKIM_SIGNATURES.labels(key.algorithm, "ok").inc()
+            signature = base64.b64encode(raw).decode()
             folded = "\r\n\t ".join(signature[i:i + 72] for i in range(0, len(signature), 72))
             out.append(b"DKIM-Signature:" + tags.encode() + folded.encode() + b"\r\n")
         return out

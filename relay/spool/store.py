@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
     next_attempt REAL NOT NULL,
     mail_options TEXT NOT NULL DEFAULT '[]',
     body BLOB NOT NULL,
-    held REAL NOT NULL DEFAULT 0
+    held REAL NOT NULL DEFAULT 0,
+    hold_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (stream, next_attempt);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     reply TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 _STOP = object()
@@ -173,6 +175,8 @@ class Spool:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
             if "held" not in columns:              # a spool written before the governor
                 conn.execute("ALTER TABLE messages ADD COLUMN held REAL NOT NULL DEFAULT 0")
+            if "hold_reason" not in columns:       # ... or before the queue metrics
+                conn.execute("ALTER TABLE messages ADD COLUMN hold_reason TEXT NOT NULL DEFAULT ''")
             columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback_events)")}
             if "received" not in columns:
                 conn.execute("ALTER TABLE feedback_events ADD COLUMN received REAL NOT NULL DEFAULT 0")
@@ -243,11 +247,11 @@ class Spool:
                 state.add_deliveries(conn, message.domain, delivered, now)
         await self._writer.submit(write)
 
-    async def record_hold(self, message: QueuedMessage) -> None:
-        """The governor holds the message until `next_attempt`: not an attempt."""
+    async def record_hold(self, message: QueuedMessage, reason: str) -> None:
+        """The governor holds the message until `next_attempt`, for `reason`: not an attempt."""
         await self._writer.submit(lambda conn: conn.execute(
-            "UPDATE messages SET next_attempt = ?, held = ? WHERE id = ?",
-            (message.next_attempt, message.held, message.id)))
+            "UPDATE messages SET next_attempt = ?, held = ?, hold_reason = ? WHERE id = ?",
+            (message.next_attempt, message.held, reason, message.id)))
 
     async def governance_state(self, since_day: int):
         return await self._read(lambda conn: state.load(conn, since_day))
@@ -298,6 +302,24 @@ class Spool:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer's next transaction (for state kept beside the spool)."""
         return await self._writer.submit(fn)
+
+    # --- readiness (/readyz) ------------------------------------------------------------
+    async def check_writable(self) -> None:
+        """Raise unless a write commits, through the writer thread, as an enqueue would."""
+        if not self._started or not self._writer.is_alive():
+            raise RuntimeError("the spool writer is not running")
+        try:
+            await self._writer.submit(lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO health (id, at) VALUES (1, strftime('%s', 'now'))"))
+        except sqlite3.Error as exc:
+            raise RuntimeError(f"spool not writable: {exc}") from None
+
+    async def check_state(self) -> None:
+        """Raise unless the governance state answers a read."""
+        try:
+            await self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM domain_state").fetchone())
+        except sqlite3.Error as exc:
+            raise RuntimeError(f"state not readable: {exc}") from None
 
     # --- synchronous API for the CLI (its own connection) ---------------------------
     def summaries(self) -> list[Summary]:
@@ -354,7 +376,7 @@ def _update(conn: sqlite3.Connection, m: QueuedMessage) -> None:
         conn.execute("DELETE FROM recipients WHERE message_id = ?", (m.id,))
         conn.execute("DELETE FROM messages WHERE id = ?", (m.id,))
         return
-    conn.execute("UPDATE messages SET attempts = ?, next_attempt = ? WHERE id = ?",
+    conn.execute("UPDATE messages SET attempts = ?, next_attempt = ?, hold_reason = '' WHERE id = ?",
                  (m.attempts, m.next_attempt, m.id))
     conn.executemany("UPDATE recipients SET state = ?, reply = ? WHERE message_id = ? AND idx = ?",
                      [(r.state.value, r.reply, m.id, i) for i, r in enumerate(m.recipients)])

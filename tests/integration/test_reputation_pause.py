@@ -104,7 +104,8 @@ class Scenario:
         say `expect` ("acme.fr (bulk)", "none")."""
         def said() -> bool:
             self.err.extend(self.capfd.readouterr().err.splitlines())
-            return any(line.endswith(f"paused domains now: {expect}") for line in self.err)
+            said = [json.loads(line).get("msg") for line in self.err if line.startswith("{")]
+            return f"paused domains now: {expect}" in said
         wait_until(said, timeout=_PAUSES_REFRESH + 10, what=f"the delivery process to see {expect}")
 
 

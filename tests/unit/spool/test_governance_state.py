@@ -157,7 +157,7 @@ def test_a_hold_persists_next_attempt_and_held_and_is_not_an_attempt(spool):
         m.next_attempt, m.held = T + DAY, 50_400.0
         m.attempts = 99                                   # not what a hold writes
         m.recipients[0].state = RecipientState.DELIVERED  # nor this
-        await spool.record_hold(m)
+        await spool.record_hold(m, "rate")
         return await spool.load("Q1")
     loaded = run(scenario())
     assert (loaded.next_attempt, loaded.held) == (T + DAY, 50_400.0)
@@ -175,7 +175,7 @@ def test_held_time_accumulates_over_holds(spool):
         await spool.enqueue(m)
         for until, held in ((T + 60, 60.0), (T + 3600, 3600.0)):
             m.next_attempt, m.held = until, held
-            await spool.record_hold(m)
+            await spool.record_hold(m, "rate")
         return await spool.load("Q1")
     loaded = run(scenario())
     assert (loaded.next_attempt, loaded.held, loaded.attempts) == (T + 3600, 3600.0, 0)
@@ -240,7 +240,7 @@ def test_a_spool_from_before_the_governor_is_upgraded_when_opened(tmp_path):
             old = await spool.load("OLD1")
             held_before = old.held
             old.next_attempt, old.held = T + DAY, 1234.0
-            await spool.record_hold(old)
+            await spool.record_hold(old, "rate")
             new = msg("NEW1")
             await spool.enqueue(new)
             await spool.record_attempt(delivered(new), delivered=1, now=T)

@@ -1,0 +1,59 @@
+"""The private `metrics:` listener: /metrics for Prometheus, /healthz and /readyz for probes.
+
+- /healthz: the process answers (liveness; a restart is the cure when it does not).
+- /readyz: relay can take mail now: every SMTP listener is serving, the spool takes a write
+  (through the writer thread, fsynced, as a queued message would be), and the state backend
+  answers a read. 503 with the failing checks otherwise (readiness; traffic goes elsewhere).
+Both answer JSON; each check has `timeout` seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+Check = Callable[[], Awaitable[None]]      # returns when fine, raises saying what is wrong
+
+
+def make_app(registry: CollectorRegistry, checks: dict[str, Check],
+             timeout: float = 2.0) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        try:    # the spool gauges read SQLite: off the event loop
+            body = await asyncio.to_thread(generate_latest, registry)
+        except Exception as exc:
+            return web.Response(status=503, text=f"metrics unavailable: {exc}\n")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        results = await asyncio.gather(*(_run(check, timeout) for check in checks.values()))
+        report = dict(zip(checks, results))
+        ready = all(result == "ok" for result in results)
+        return _json(200 if ready else 503, {"status": "ready" if ready else "not ready",
+                                             "checks": report})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _run(check: Check, timeout: float) -> str:
+    try:
+        await asyncio.wait_for(check(), timeout)
+    except asyncio.TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return "ok"
+
+
+def _json(status: int, body: dict) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body) + "\n", content_type="application/json")
