@@ -178,7 +178,8 @@ class SpoolCollector:
                 "relay_queue_messages", "Messages in the spool: ready (due now), deferred "
                 "(waiting to retry), held (by the governor)", labels=["state"]),
             "oldest": GaugeMetricFamily(
-                "relay_queue_oldest_seconds", "Age of the oldest message in the spool (0 when empty)"),
+                "relay_queue_oldest_seconds", "Age of the oldest message in the spool in that "
+                "state (0 when there is none)", labels=["state"]),
             "suppressions": GaugeMetricFamily(
                 "relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
                 labels=["reason"]),
@@ -211,13 +212,13 @@ class SpoolCollector:
 
     @staticmethod
     def _queue(conn: sqlite3.Connection, now: float, families: dict) -> None:
-        counts = dict(conn.execute(
+        rows = {state: (count, oldest) for state, count, oldest in conn.execute(
             "SELECT CASE WHEN next_attempt <= ?1 THEN 'ready' WHEN hold_reason != '' THEN 'held'"
-            " ELSE 'deferred' END, COUNT(*) FROM messages GROUP BY 1", (now,)))
+            " ELSE 'deferred' END, COUNT(*), MIN(created) FROM messages GROUP BY 1", (now,))}
         for name in QUEUE_STATES:
-            families["queue"].add_metric([name], counts.get(name, 0))
-        oldest = conn.execute("SELECT MIN(created) FROM messages").fetchone()[0]
-        families["oldest"].add_metric([], max(0.0, now - oldest) if oldest is not None else 0.0)
+            count, oldest = rows.get(name, (0, None))
+            families["queue"].add_metric([name], count)
+            families["oldest"].add_metric([name], max(0.0, now - oldest) if oldest is not None else 0.0)
 
 
 def documented() -> dict[str, str]:

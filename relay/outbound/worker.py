@@ -125,7 +125,8 @@ class Delivery:
         if self.intake is not None:
             await self.intake.record(upstream_feedback(message, pending, now))
         for extra in dsns:
-            emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, to=None, rcpts=len(failed))
+            emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, domain=message.domain,
+                 route=message.route, rcpts=len(failed))
             self.wake()
 
     async def _hold(self, message: QueuedMessage, hold: Hold) -> None:

@@ -1,0 +1,158 @@
+"""deploy/grafana: the dashboard has the panels issue 6 lists, queries only series relay
+exposes (and Prometheus's `up`) in valid PromQL, draws the reputation thresholds, and is
+provisioned with its datasource in compose."""
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from relay.metrics import series_names
+from tests.deploy.support import COMPOSE_FILE, DASHBOARD, DEPLOY, load_yaml, metric_names, tool
+
+DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels() -> list[dict]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def exprs() -> list[str]:
+    found = [t["expr"] for p in panels() for t in p["targets"]]
+    found += [v["query"]["query"] for v in dashboard()["templating"]["list"] if v["type"] == "query"]
+    return found
+
+
+def panel(title: str) -> dict:
+    [match] = [p for p in panels() if p["title"] == title]
+    return match
+
+
+# title -> a series its queries must read (the issue's list of panels)
+REQUIRED_PANELS = {
+    "Throughput: messages received by stream": "relay_messages_received_total",
+    "Queue by state": "relay_queue_messages",
+    "Oldest message age": "relay_queue_oldest_seconds",
+    "Deliveries by result": "relay_deliveries_total",
+    "Delivery duration (quantiles)": "relay_delivery_duration_seconds_bucket",
+    "Complaint rate per domain": "relay_domain_complaint_rate",
+    "Bounce rate per domain": "relay_domain_bounce_rate",
+    "Warm-up day per domain": "relay_domain_warmup_day",
+    "Governor deferrals by reason": "relay_governor_deferrals_total",
+    "Rejections by reason": "relay_messages_rejected_total",
+    "Feedback events": "relay_feedback_events_total",
+    "Suppressions by reason": "relay_suppressions",
+    "Paused domains": "relay_domain_paused",
+}
+
+
+@pytest.mark.parametrize("title", sorted(REQUIRED_PANELS))
+def test_dashboard_has_the_panel(title):
+    """Each panel of the issue's list is there and reads its series."""
+    [match] = [p for p in panels() if p["title"] == title and p["type"] != "stat"]
+    read = set().union(*(metric_names(t["expr"]) for t in match["targets"]))
+    assert REQUIRED_PANELS[title] in read
+
+
+def test_series_by_label():
+    """Throughput is split by stream, the queue by state, deliveries by result, and the
+    reputation panels by domain."""
+    for title, label in (("Throughput: messages received by stream", "stream"),
+                         ("Queue by state", "state"), ("Deliveries by result", "result"),
+                         ("Complaint rate per domain", "domain"), ("Bounce rate per domain", "domain"),
+                         ("Warm-up day per domain", "domain"),
+                         ("Governor deferrals by reason", "reason"),
+                         ("Rejections by reason", "reason")):
+        [target] = panel(title)["targets"]
+        assert re.search(rf"by \([^)]*\b{label}\b", target["expr"]), title
+        assert "{{" + label + "}}" in target["legendFormat"], title
+
+
+def test_duration_panel_shows_quantiles_of_the_histogram():
+    """Delivery duration is histogram_quantile over the buckets, at several quantiles."""
+    targets = panel("Delivery duration (quantiles)")["targets"]
+    quantiles = {re.match(r"histogram_quantile\(([0-9.]+),", t["expr"]).group(1) for t in targets}
+    assert len(quantiles) >= 3
+    assert all("by (le)" in t["expr"] for t in targets)
+
+
+@pytest.mark.parametrize("title, limits", [("Complaint rate per domain", [0.001, 0.003]),
+                                           ("Bounce rate per domain", [0.02, 0.05])])
+def test_reputation_panels_draw_the_limits(title, limits):
+    """Complaint rates show lines at 0.10% and 0.30%, bounce rates at 2% and 5%, as percentages."""
+    defaults = panel(title)["fieldConfig"]["defaults"]
+    steps = [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
+    assert steps == limits
+    assert defaults["custom"]["thresholdsStyle"]["mode"].startswith("line")
+    assert defaults["unit"] == "percentunit"
+
+
+def test_queries_read_only_series_relay_exposes():
+    """Every relay_* name in a query or variable is in relay.metrics.series_names(); the
+    only other metric is `up`."""
+    used = set().union(*(metric_names(e) for e in exprs()))
+    assert used <= series_names(), sorted(used - series_names())
+    others = set()
+    for expr in exprs():
+        bare = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]', "", expr)       # matchers, ranges
+        bare = re.sub(r"\b(by|without)\s*\([^)]*\)", "", bare)           # grouping labels
+        bare = re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", bare)      # a variable's label
+        others |= {name for name in re.findall(r"[a-zA-Z_:][\w:]*", bare)
+                   if not name.startswith("relay_")}
+    functions = {"sum", "max", "count", "rate", "increase", "histogram_quantile", "or", "and",
+                 "vector", "label_values"}
+    assert others - functions <= {"up"}, others - functions
+
+
+def test_queries_are_valid_promql(tmp_path):
+    """promtool parses every query, with Grafana's variables replaced by values."""
+    rules = [{"record": f"dashboard:query_{i}:check",
+              "expr": re.sub(r"\$\{?(instance|domain)\}?", ".*",
+                             expr.replace("$__rate_interval", "5m"))}
+             for i, expr in enumerate(exprs()) if not expr.startswith("label_values(")]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([tool("promtool", required_in_ci=True), "check", "rules", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_panel_uses_the_datasource_variable():
+    """Panels and queries use the DS_PROMETHEUS datasource variable, so the dashboard works
+    provisioned in compose and imported elsewhere."""
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    for p in panels():
+        assert p["datasource"] == DATASOURCE, p["title"]
+        assert all(t["datasource"] == DATASOURCE for t in p["targets"]), p["title"]
+
+
+def test_dashboard_layout_is_sound():
+    """Unique panel ids, a grid position on the 24-column grid for each, a recent schema."""
+    d = dashboard()
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in d["panels"]:
+        pos = p["gridPos"]
+        assert pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
+    assert d["schemaVersion"] >= 36 and d["uid"] == "relay"
+
+
+def test_compose_provisions_the_datasource_and_the_dashboard():
+    """Grafana in compose gets the Prometheus datasource and loads the dashboard from the
+    directory the provider names."""
+    grafana = load_yaml(COMPOSE_FILE)["services"]["grafana"]
+    mounts = {target: (DEPLOY / source).resolve() for source, target, *_ in
+              (v.split(":") for v in grafana["volumes"]) if source.startswith(".")}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    [datasource] = load_yaml(provisioning / "datasources" / "prometheus.yaml")["datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    [provider] = load_yaml(provisioning / "dashboards" / "relay.yaml")["providers"]
+    assert (mounts[provider["options"]["path"]] / DASHBOARD.name) == DASHBOARD
