@@ -5,7 +5,7 @@ default). The kinds form a closed set; fields are flat (queue id, domain, route,
 and never hold message content. `configure` sets the format of the whole log:
 
 - `text` (the default), for a terminal:
-  `2026-11-22 18:00:01 INFO relay.events: queued id=01JD... domain=acme.fr route=brevo ...`
+  `2026-11-22 18:00:01,123 INFO relay.events: queued id=01JD... domain=acme.fr route=brevo ...`
 - `json` (`logging.format: json`), one object per line for journald, Docker and shippers:
   `{"time":"2026-11-22T18:00:01.123Z","level":"info","logger":"relay.events","event":"queued",
   "id":"01JD...","domain":"acme.fr","route":"brevo",...}`; other log lines carry `msg`.
@@ -50,9 +50,19 @@ def _readable(event: str, fields: dict) -> str:
     for key, value in fields.items():
         text = str(value)
         if not text or any(c in text for c in ' "=\\') or not text.isprintable():
-            text = json.dumps(text, ensure_ascii=False)
+            text = _escape(json.dumps(text, ensure_ascii=False))
         parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+def _escape(quoted: str) -> str:
+    """What json.dumps leaves raw but is not printable (DEL, C1 controls, U+2028, a bidi
+    override: from a client's command or a provider's reply) becomes a \\u escape, so a
+    value can neither break a log line nor reverse how it displays."""
+    if quoted.isprintable():
+        return quoted
+    return "".join(c if c.isprintable() else
+                   f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}" for c in quoted)
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,7 +77,8 @@ class JsonFormatter(logging.Formatter):
             line["msg"] = record.getMessage()
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str, ensure_ascii=False)
+        # ASCII only: no raw control or line-separator character can split or garble a line
+        return json.dumps(line, separators=(",", ":"), default=str)
 
 
 def _iso(created: float) -> str:
