@@ -8,6 +8,7 @@ stop listening, close idle sessions with 421, and let sessions mid-transaction f
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -79,6 +80,7 @@ class RelaySMTP(SMTP):
                               for name, method in self._smtp_methods.items()}
 
     def _answering(self, name: str, method):
+        @functools.wraps(method)            # keeps aiosmtpd's syntax marks (HELP reads them)
         async def call(arg):
             self._command = name
             try:
