@@ -88,8 +88,14 @@ def _iso(created: float) -> str:
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure(format: str = "text", level: str = "info", verbose: bool = False) -> None:
-    """Send the whole log to stderr in `format` ("text" or "json"); `verbose` means debug."""
+_verbose = False
+
+
+def configure(format: str = "text", level: str = "info", verbose: bool | None = None) -> None:
+    """Send the whole log to stderr in `format` ("text" or "json"); `verbose` means debug
+    (None: as the last call said, so a reload keeps `relay serve -v`)."""
+    global _verbose
+    verbose = _verbose = _verbose if verbose is None else verbose
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level.upper()),

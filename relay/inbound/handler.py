@@ -76,9 +76,6 @@ class Handler:
         self.state(session).recipients = 0
         return str(replies.R250_RESET)
 
-    async def handle_exception(self, error: Exception) -> str:
-        return str(reply_for(error, secrets.token_hex(4)))
-
     # AUTH mechanisms (RFC 4616 PLAIN, and the LOGIN mechanism every client still sends).
     async def auth_PLAIN(self, server, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -93,6 +90,8 @@ class Handler:
             return AuthResult(success=False, handled=True)
         authzid, login, password = parts
         if authzid and authzid != login:        # RFC 4616 §2: no acting as another user
+            refused(self.state(server.session), "AUTH", replies.R535_AUTH_FAILED,
+                    "authorization identity differs from the login")
             return AuthResult(success=False, handled=False)
         return await self._authenticate(server, login, password)
 

@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import logging
 import re
+import secrets
 import ssl
 import warnings
 
@@ -22,7 +23,7 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from relay import metrics, replies
 from relay.config import Config, Listener
-from relay.errors import RelayError
+from relay.errors import RelayError, reply_for
 from relay.inbound.acceptance import Acceptance, SessionState
 from relay.inbound.handler import Handler, refused
 from relay.replies import Reply
@@ -38,8 +39,8 @@ _LIBRARY_REPLIES: list[tuple[str, Reply]] = [
     ("552 Error: message size exceeds", replies.R552_SIZE_EXCEEDED),
     ("500 Command line too long", replies.R500_COMMAND_TOO_LONG),
     ("530 Must issue a STARTTLS", replies.R530_STARTTLS_FIRST),
-    ("538 5.7.11", replies.R538_ENCRYPTION_REQUIRED),
-    ("553 5.1.3", replies.R553_BAD_ADDRESS),
+    ("538 5.7.11 Encryption required for requested", replies.R538_ENCRYPTION_REQUIRED),
+    ("553 5.1.3 Error: malformed address", replies.R553_BAD_ADDRESS),
 ]
 
 
@@ -83,11 +84,16 @@ class RelaySMTP(SMTP):
         @functools.wraps(method)            # keeps aiosmtpd's syntax marks (HELP reads them)
         async def call(arg):
             self._command = name
-            try:
-                await method(arg)
-            finally:
-                self._command = "OTHER"             # a line refused before any command ran
+            await method(arg)       # (if it raises, handle_exception's reply is still its)
+            self._command = "OTHER"                 # for a line refused before any command runs
         return call
+
+    async def handle_exception(self, error: Exception) -> str:
+        """An exception escaped a command: `reply_for` makes it a reply (451 4.3.0 with a
+        reference, for anything unexpected), and it counts as a refusal."""
+        reply = reply_for(error, self._state.queue_id or secrets.token_hex(4))
+        refused(self._state, self._command, reply, type(error).__name__)
+        return str(reply)
 
     def _create_session(self):
         session = super()._create_session()
@@ -124,7 +130,7 @@ class RelaySMTP(SMTP):
             self._acceptance.disconnect(self._state)
         super().connection_lost(error)
 
-    async def push(self, status) -> None:
+    async def push(self, status: str | bytes) -> None:
         """Every reply leaves through here: aiosmtpd's own lines become relay's named replies
         or get an enhanced status code (RFC 2034: every 2xx/4xx/5xx but the greeting and the
         HELO/EHLO answers), and a multi-line reply is written in one piece."""
@@ -144,9 +150,12 @@ class RelaySMTP(SMTP):
             if self._continued:
                 status = "\r\n".join(self._continued + [status])
                 self._continued.clear()
-            if status[:3].isdigit():
-                metrics.SMTP_REPLIES.labels(self._command, status[:3]).inc()
-        self._greeted = True
+        code = status[:3].decode("ascii", "replace") if isinstance(status, bytes) else status[:3]
+        if code.isdigit():                           # bytes: aiosmtpd's AUTH 334 challenges
+            metrics.SMTP_REPLIES.labels(self._command, code).inc()
+        if not self._greeted:
+            self._greeted = True
+            self._command = "OTHER"                  # the greeting was CONNECT's
         await super().push(status)
 
     async def smtp_EHLO(self, hostname: str):
@@ -231,6 +240,7 @@ class RelaySMTP(SMTP):
     def shut(self) -> None:
         """Close this session now with 421 (used when draining)."""
         if self.transport is not None and not self.transport.is_closing():
+            metrics.SMTP_REPLIES.labels(self._command, str(replies.R421_SHUTTING_DOWN.code)).inc()
             self.transport.write(f"{replies.R421_SHUTTING_DOWN}\r\n".encode())
             self.transport.close()
 

@@ -15,6 +15,7 @@ added to its own, and keeps a replaced child's last numbers so the sums never go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -43,16 +44,21 @@ class DeliveryProcess:
         self._stopping = False
         self._reloading = False
         self._reader: asyncio.Task | None = None
-        self._current: list[metrics.Sample] = []          # the running child's last snapshot
-        self._retired: dict[tuple, float] = {}            # what the children before it counted
+        # (what the children before this one counted, the running child's last snapshot):
+        # one tuple, replaced whole, so a scrape (in another thread) never sees half of it
+        self._counts: tuple[dict[tuple, float], list[metrics.Sample]] = ({}, [])
 
     def samples(self) -> list[metrics.Sample]:
         """The delivery process's counters, including those of the processes it replaced."""
-        totals = dict(self._retired)
-        for name, labels, value in self._current:
+        return [(name, dict(labels), value) for (name, labels), value in self._totals().items()]
+
+    def _totals(self) -> dict[tuple, float]:
+        retired, current = self._counts
+        totals = dict(retired)
+        for name, labels, value in current:
             key = (name, tuple(sorted(labels.items())))
             totals[key] = totals.get(key, 0.0) + value
-        return [(name, dict(labels), value) for (name, labels), value in totals.items()]
+        return totals
 
     async def start(self) -> None:
         await self._spawn()
@@ -78,17 +84,18 @@ class DeliveryProcess:
                 line = await stdout.readline()
                 if not line:
                     return                        # the child exited
-                self._current = [(name, labels, float(value)) for name, labels, value in json.loads(line)]
-            except (ValueError, TypeError):
+                current = [(str(name), {str(k): str(v) for k, v in labels.items()}, float(value))
+                           for name, labels, value in json.loads(line)]
+            except (ValueError, TypeError, AttributeError):
                 log.warning("the delivery process sent an unreadable metrics line; ignored")
+                continue
+            self._counts = (self._counts[0], current)
 
     async def _retire(self) -> None:
-        """The child exited: read its last snapshot, and keep its numbers."""
+        """The child exited: read its last snapshot, and keep its numbers (idempotent)."""
         if self._reader is not None:
-            await self._reader
-        self._retired = {(name, tuple(sorted(labels.items()))): value
-                         for name, labels, value in self.samples()}
-        self._current = []
+            await asyncio.shield(self._reader)    # a cancelled caller must not cancel it
+        self._counts = (self._totals(), [])
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -143,6 +150,8 @@ class DeliveryProcess:
             await self._proc.wait()
         if self._supervisor:
             self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         await self._retire()
 
 
