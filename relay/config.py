@@ -207,6 +207,16 @@ class Bulk(Strict):
     window: Duration = parse_duration("24h")
     rate: RateValue = parse_rate("600/min")
     unsubscribe: Literal["inject", "require", "off"] | None = None   # None: see Config.unsubscribe_mode
+    # the share of domain_rate and of each day's warm-up or spike cap that bulk mail leaves
+    # to transactional mail: a newsletter never uses up what a password reset needs
+    reserve: Percent = 0.20
+
+    @field_validator("reserve")
+    @classmethod
+    def _reserve_below_all(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"expected a share from 0% to below 100%, got {value * 100:g}%")
+        return value
 
 
 class Limits(Strict):

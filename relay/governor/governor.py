@@ -6,6 +6,8 @@ Asked by the delivery pipeline before each attempt, per sender domain:
 1. `limits.domain_rate` (sliding window, default and per-domain values)
 2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay)
 3. the spike guard after warm-up (`limits.spike.max_growth`)
+Bulk mail may use only `1 - limits.bulk.reserve` of 1 to 3 (80% by default): the rest is
+transactional mail's, so a newsletter never holds back a password reset.
 A "wait" is not an attempt: the message stays queued and is due again at T. Daily volumes and
 first-send days come from the spool database at start and are counted in memory as
 deliveries happen; the spool persists them with each delivery outcome.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from relay.clock import Clock
 from relay.config import Limits
 from relay.governor.rates import SlidingWindow
+from relay.units import Rate
 from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
 from relay.state.sqlite import DAY, day_of
 
@@ -70,19 +73,23 @@ class Governor:
             until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
             if until is not None:
                 return Hold(until, HoldReason.BULK, f"bulk.rate {pace.text}")
+        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
+        of = f" (bulk's {share:.0%})" if bulk else ""
         rate = self.limits.rate_for(domain)
         if rate is not None:
-            until = self._windows.wait_until(domain, rate, recipients, now)
+            usable = Rate(max(1, int(rate.count * share)), rate.period, rate.text)
+            until = self._windows.wait_until(domain, usable, recipients, now)
             if until is not None:
-                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}")
+                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}{of}")
         today = day_of(now)
         # in flight counts too: parallel workers must not all pass a nearly full cap
         sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
         if sent == 0:
             return None
         cap, reason = self.daily_cap(domain, today)
-        if cap is not None and sent + recipients > cap:
-            return Hold((today + 1) * DAY, reason, f"{reason.value} cap {cap}/day reached ({sent} sent)")
+        if cap is not None and sent + recipients > int(cap * share):
+            return Hold((today + 1) * DAY, reason,
+                        f"{reason.value} cap {cap}/day{of} reached ({sent} sent)")
         return None
 
     def daily_cap(self, domain: str, today: int) -> tuple[int | None, HoldReason]:

@@ -479,3 +479,50 @@ def test_attempts_in_flight_count_against_the_daily_cap(clock):
     assert hold is not None and hold.reason is HoldReason.WARMUP
     gov.delivered("acme.fr", 0, attempted=1)               # one of them failed: room again
     assert gov.admit("acme.fr", 1) is None
+
+
+# --- the transactional reserve ------------------------------------------------------------
+
+def send_bulk(gov: Governor, domain: str, recipients: int = 1) -> Hold | None:
+    hold = gov.admit(domain, recipients, bulk=True)
+    if hold is None:
+        gov.sending(domain, recipients, bulk=True)
+        gov.delivered(domain, recipients)
+    return hold
+
+
+def test_bulk_leaves_the_reserve_of_the_warmup_cap_to_transactional_mail(clock):
+    """Day 0 caps 50 recipients: bulk stops at 40 (80%), password resets still get the last
+    10, and tomorrow bulk goes on."""
+    gov = governor(clock, warmup={"schedule": [50, 100]}, bulk={"rate": "1000/min"})
+    sent = 0
+    while (hold := send_bulk(gov, "acme.fr")) is None:
+        sent += 1
+    assert sent == 40
+    assert hold.reason is HoldReason.WARMUP and hold.until == TOMORROW
+    assert "bulk's 80%" in hold.detail
+    assert send_until_held(gov, "acme.fr") == (10, Hold(TOMORROW, HoldReason.WARMUP,
+                                                        "warmup cap 50/day reached (50 sent)"))
+
+
+def test_bulk_leaves_the_reserve_of_the_domain_rate_to_transactional_mail(clock):
+    """domain_rate 10/min: bulk may fill 8 of the window; transactional mail the other 2."""
+    gov = governor(clock, domain_rate={"default": "10/min"}, bulk={"rate": "1000/min"})
+    for _ in range(8):
+        assert send_bulk(gov, "acme.fr") is None
+    hold = send_bulk(gov, "acme.fr")
+    assert hold is not None and hold.reason is HoldReason.RATE and hold.until == TEN_AM + 60
+    assert send_until_held(gov, "acme.fr")[0] == 2
+
+
+def test_a_zero_reserve_lets_bulk_use_the_whole_cap(clock):
+    gov = governor(clock, warmup={"schedule": [50]}, bulk={"rate": "1000/min", "reserve": "0%"})
+    sent = 0
+    while send_bulk(gov, "acme.fr") is None:
+        sent += 1
+    assert sent == 50
+
+
+def test_the_reserve_must_leave_bulk_something():
+    with pytest.raises(ValueError, match="below 100%"):
+        limits(bulk={"reserve": "100%"})
