@@ -144,6 +144,8 @@ class RunningRelay:
         return self.relay.port(listener)
 
     def stop(self) -> None:
+        if self.loop.is_closed():                 # stopped by the test already
+            return
         self.call(self.relay.stop(drain_timeout=5))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

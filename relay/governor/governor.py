@@ -28,7 +28,11 @@ from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
 from relay.state.sqlite import DAY, day_of
 
 
-PAUSE_RECHECK = 30.0      # a paused domain's mail is looked at again this often
+# A paused domain's mail is held this long; the delivery process releases it as soon as it
+# sees the pause lifted (or, at its start, a pause lifted while it was down), so this is only
+# the longest wait should a release be missed, and a big paused backlog is not reloaded and
+# held again every few seconds.
+PAUSE_RECHECK = 3600.0
 
 
 class HoldReason(enum.StrEnum):

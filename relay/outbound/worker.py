@@ -30,7 +30,7 @@ from relay.events import Event, emit
 from relay.feedback.classify import classify, feedback_kind, parse_reply
 from relay.feedback.events import FeedbackEvent, dedupe_key
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import PAUSE_RECHECK, Governor, Hold
+from relay.governor.governor import Governor, Hold
 from relay.state import sqlite as state
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
@@ -81,6 +81,7 @@ class Delivery:
         self._inflight: set[str] = set()
         self._cooldown: dict[str, float] = {}       # not before: messages that failed oddly
         self._paused_checked = 0.0
+        self._pauses_read = False                   # the spool's pauses not read yet
         self._paused: dict = {}
         self._judged = 0.0
         self._queues: dict[str, asyncio.Queue[str]] = {}
@@ -207,14 +208,22 @@ class Delivery:
                 await self.intake.reevaluate()        # rates move with time too
                 self._judged = now
             paused = await self.spool.paused_domains()
-            if paused != self._paused:
-                log.info("paused domains now: %s", ", ".join(f"{d} ({s})" for d, (s, _) in
-                                                            sorted(paused.items())) or "none")
+            if paused != self._paused or not self._pauses_read:
+                if paused != self._paused:
+                    log.info("paused domains now: %s", ", ".join(
+                        f"{d} ({s})" for d, (s, _) in sorted(paused.items())) or "none")
                 self.governor.set_paused(paused)
-                for domain in set(self._paused) - set(paused):   # resumed: its held mail is due
-                    await self.spool.write(lambda conn, d=domain: state.release_held(
-                        conn, d, self.clock.now(), PAUSE_RECHECK))
+                # mail held by a pause that is lifted (or narrowed to bulk) is due now; at
+                # start, also that of pauses lifted while this process was not running
+                lifted = [d for d, (scope, _) in self._paused.items()
+                          if paused.get(d, ("",))[0] != scope]
+                for domain in (lifted if self._pauses_read else [None]):
+                    released = await self.spool.write(lambda conn, d=domain: state.release_held(
+                        conn, self.clock.now(), paused, d))
+                    if released:
+                        log.info("released %d message(s) held by a lifted pause", released)
                 self._paused = paused
+                self._pauses_read = True
             self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}
         self._cooldown = {i: self._cooldown[i] for i in held}

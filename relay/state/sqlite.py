@@ -113,10 +113,19 @@ def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
     return lifted > 0
 
 
-def release_held(conn: sqlite3.Connection, domain: str, now: float, recheck: float) -> None:
-    """Make the domain's mail held by a pause (due again within `recheck`) due now."""
-    conn.execute("UPDATE messages SET next_attempt = ? WHERE domain = ? AND next_attempt > ?"
-                 " AND next_attempt <= ?", (now, domain, now, now + recheck))
+def release_held(conn: sqlite3.Connection, now: float, paused: dict[str, tuple[str, str]],
+                 domain: str | None = None) -> int:
+    """Make the mail held by a pause due now: of `domain`, or of every domain, except where
+    `paused` (domain -> (scope, reason)) still holds all of it; how many messages. The hold
+    ends early, so the time it will not last is taken back from the message's `held` time
+    (which never counts toward max_age)."""
+    rows = conn.execute("SELECT id, domain FROM messages WHERE hold_reason = 'paused'"
+                        " AND next_attempt > ?" + (" AND domain = ?" if domain else ""),
+                        (now, domain) if domain else (now,)).fetchall()
+    ids = [(now, id_) for id_, d in rows if paused.get(d, ("",))[0] != "all"]
+    conn.executemany("UPDATE messages SET held = MAX(0, held - (next_attempt - ?1)),"
+                     " next_attempt = ?1, hold_reason = '' WHERE id = ?2", ids)
+    return len(ids)
 
 
 def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,

@@ -5,7 +5,7 @@ acme.fr delivers 10 transactional messages, then Brevo reports complaints from 2
 recipients (20%: above the limit, under the stop). From then on acme.fr's bulk mail is
 accepted and held in the queue (the governor's `deferred` event says `paused`) while its
 transactional mail still goes. `relay domains resume acme.fr` lifts the pause and the held
-bulk mail is delivered when the governor looks at it again (`PAUSE_RECHECK`, 30 s). The
+bulk mail is released as soon as the delivery process sees the pause lifted. The
 operator's resume holds, although the rate is still 20%: a duplicate complaint or a
 delivered event changes nothing; only a new complaint pauses the bulk mail again.
 
@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from relay.governor.governor import PAUSE_RECHECK
 from relay.outbound.worker import _PAUSES_REFRESH
 from tests.conftest import base_config, message, submit, wait_until
 
@@ -170,7 +169,7 @@ def test_complaints_above_the_limit_pause_bulk_until_the_operator_resumes(scenar
     assert s.paused() == {}
     [newsletter] = upstream.wait_for(
         lambda msgs: [m for m in msgs if "fan1@example.net" in m.rcpt_tos],
-        timeout=PAUSE_RECHECK + 15, what="the held newsletter after resume")
+        timeout=_PAUSES_REFRESH + 15, what="the held newsletter after resume")
     assert sorted(newsletter.rcpt_tos) == ["fan1@example.net", "fan2@example.net"]
 
     # the resume holds although the rate is still 20%: no re-pause without a new complaint
