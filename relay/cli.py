@@ -197,7 +197,7 @@ def cmd_domains(args) -> int:
                 spool.pause(domain, "paused by the operator", time.time())
                 print(f"{domain}: paused (its mail is accepted and waits in the queue)")
             elif spool.resume(domain, time.time()):
-                print(f"{domain}: resumed (held mail leaves within 30 s)")
+                print(f"{domain}: resumed (held mail leaves within seconds)")
             else:
                 print(f"{domain}: was not paused")
             return 0
