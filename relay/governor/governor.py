@@ -52,14 +52,23 @@ class Hold:
 
 class Governor:
     def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
-                 volumes: dict[tuple[str, int], int]) -> None:
+                 volumes: dict[tuple[str, int], int],
+                 windows: dict[str, list[tuple[float, int]]] | None = None) -> None:
+        """`windows`: the rate windows `export_windows` saved when the last delivery process
+        stopped, so a reload or restart does not start the rates from empty."""
         self.limits = limits
         self.clock = clock
         self._first_send = dict(first_send)
         self._volumes = dict(volumes)
-        self._windows = SlidingWindow()
+        self._windows = SlidingWindow(windows)
         self._paused: dict[str, tuple[str, str]] = {}
         self._in_flight: dict[str, int] = {}
+
+    def export_windows(self) -> dict[str, list[tuple[float, int]]]:
+        """The rate windows' recent entries, to be handed to the next Governor."""
+        periods = [rate.period for rate in self.limits.domain_rate.values()]
+        longest = max(periods + [self.limits.bulk.rate.period])
+        return self._windows.export(self.clock.now() - longest)
 
     def set_paused(self, paused: dict[str, tuple[str, str]]) -> None:
         """Paused domains as the spool has them: domain -> (scope "all" | "bulk", reason);

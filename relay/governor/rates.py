@@ -29,8 +29,22 @@ class _Window:
 
 
 class SlidingWindow:
-    def __init__(self) -> None:
+    def __init__(self, saved: dict[str, list[tuple[float, int]]] | None = None) -> None:
+        """`saved`: what `export` returned, so windows outlive a restart of the process."""
         self._windows: dict[str, _Window] = {}
+        for key, entries in (saved or {}).items():
+            window = self._windows[key] = _Window()
+            window.entries.extend((float(ts), int(n)) for ts, n in sorted(entries))
+            window.total = sum(n for _, n in window.entries)
+
+    def export(self, horizon: float) -> dict[str, list[tuple[float, int]]]:
+        """The entries newer than `horizon` (now minus the longest period in use), by key."""
+        out = {}
+        for key, window in self._windows.items():
+            entries = [(ts, n) for ts, n in window.entries if ts > horizon]
+            if entries:
+                out[key] = entries
+        return out
 
     def wait_until(self, key: str, rate: Rate, units: int, now: float) -> float | None:
         """None when `units` more fit now; else the earliest time they will. A burst larger

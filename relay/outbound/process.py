@@ -163,6 +163,7 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     from relay.feedback.intake import FeedbackIntake
     from relay.governor.governor import Governor
     from relay.governor.warmup import SPIKE_DAYS
+    from relay.state import sqlite as state
     from relay.state.sqlite import day_of
     from relay.outbound import upstream
     from relay.outbound.retry import Backoff
@@ -177,7 +178,8 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
               for name, route in config.routes.items()}
     clock = SystemClock()
     first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
-    governor = Governor(config.limits, clock, first_send, volumes)
+    windows = await spool.read(state.load_windows)
+    governor = Governor(config.limits, clock, first_send, volumes, windows)
     delivery = Delivery(config, spool, routes, load_signer(config), clock,
                         Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
 
@@ -202,6 +204,7 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     delivery.start()
     await done.wait()
     await delivery.stop(timeout=30.0)
+    await spool.write(lambda conn: state.save_windows(conn, governor.export_windows()))
     spool.close()
     reporter.cancel()
     _report_once(report, "")

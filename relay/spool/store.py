@@ -299,6 +299,10 @@ class Spool:
                     state.count_feedback(conn, domain, ("complained",), since),
                     state.count_feedback(conn, domain, ("bounced_hard",), since))
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a reader connection (for state kept beside the spool)."""
+        return await self._read(fn)
+
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer's next transaction (for state kept beside the spool)."""
         return await self._writer.submit(fn)

@@ -13,9 +13,12 @@ that was not recorded, nor record one that was not counted).
     domain_resumes (domain, at)              an operator's resume: holds until new feedback
     message_ids   (message_id, domain, at)   Message-ID -> sender domain, to attribute
                                              feedback that names only the message
+    rate_windows  (key, entries)             the governor's sliding windows (JSON), saved
+                                             when a delivery process stops, for the next
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 
 SCHEMA = """
@@ -63,6 +66,10 @@ CREATE TABLE IF NOT EXISTS domain_pauses (
     domain TEXT PRIMARY KEY,
     since REAL NOT NULL,
     reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_windows (
+    key TEXT PRIMARY KEY,
+    entries TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -211,3 +218,14 @@ def forget_message_ids(conn: sqlite3.Connection, before: float) -> None:
 
 def normalize_message_id(value: str) -> str:
     return value.strip().strip("<>").strip().lower()
+
+
+def save_windows(conn: sqlite3.Connection, windows: dict[str, list[tuple[float, int]]]) -> None:
+    conn.execute("DELETE FROM rate_windows")
+    conn.executemany("INSERT INTO rate_windows (key, entries) VALUES (?, ?)",
+                     [(key, json.dumps(entries)) for key, entries in windows.items()])
+
+
+def load_windows(conn: sqlite3.Connection) -> dict[str, list[tuple[float, int]]]:
+    return {key: [(ts, n) for ts, n in json.loads(entries)]
+            for key, entries in conn.execute("SELECT key, entries FROM rate_windows")}

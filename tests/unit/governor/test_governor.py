@@ -526,3 +526,18 @@ def test_a_zero_reserve_lets_bulk_use_the_whole_cap(clock):
 def test_the_reserve_must_leave_bulk_something():
     with pytest.raises(ValueError, match="below 100%"):
         limits(bulk={"reserve": "100%"})
+
+
+def test_the_rate_windows_carry_over_to_the_next_governor(clock):
+    """A reload replaces the delivery process: the new governor starts from the old one's
+    windows (saved in the spool), so 2/h stays 2/h across it; windows of rates no longer in
+    use past their longest period are not carried."""
+    gov = governor(clock, domain_rate={"default": "2/h"})
+    assert send(gov, "acme.fr") is None and send(gov, "acme.fr") is None
+    saved = gov.export_windows()
+    after = governor(clock, domain_rate={"default": "2/h"})
+    after = Governor(after.limits, clock, {}, {}, saved)
+    hold = after.admit("acme.fr", 1)
+    assert hold is not None and hold.reason is HoldReason.RATE and hold.until == TEN_AM + 3600
+    clock.t += 3601
+    assert gov.export_windows() == {}

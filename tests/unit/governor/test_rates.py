@@ -4,6 +4,8 @@ Every call is given its `now` explicitly: the window never reads a clock.
 """
 from __future__ import annotations
 
+import json
+
 from relay.governor.rates import SlidingWindow
 from relay.units import parse_rate
 
@@ -110,3 +112,23 @@ def test_the_rate_is_read_at_each_question():
     send(window, "acme.fr", PER_MINUTE_3, 3, 0.0)
     assert window.wait_until("acme.fr", PER_MINUTE_3, 2, 1.0) == 60.0
     assert window.wait_until("acme.fr", PER_MINUTE_5, 2, 1.0) is None
+
+
+def test_exported_windows_give_the_same_answers_after_a_restart():
+    """What a delivery process saves as it stops, the next one starts from: the rate holds."""
+    rate = parse_rate("3/min")
+    before = SlidingWindow()
+    for t in (0.0, 10.0, 20.0):
+        before.record("acme.fr", 1, t, rate.period)
+    saved = json.loads(json.dumps(before.export(horizon=20.0 - 60)))    # through the spool
+    after = SlidingWindow(saved)
+    assert after.wait_until("acme.fr", rate, 1, 30.0) == before.wait_until("acme.fr", rate, 1, 30.0) == 60.0
+    assert after.wait_until("acme.fr", rate, 1, 60.0) is None            # the first one expired
+
+
+def test_export_leaves_out_entries_older_than_the_horizon():
+    window = SlidingWindow()
+    window.record("acme.fr", 2, 100.0)
+    window.record("acme.fr", 1, 200.0)
+    window.record("old.fr", 5, 50.0)
+    assert window.export(horizon=150.0) == {"acme.fr": [(200.0, 1)]}
