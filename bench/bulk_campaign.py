@@ -36,6 +36,12 @@ from relay.signing import dkim  # noqa: E402
 DOMAIN = "bench.example"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -66,6 +72,10 @@ def main(argv=None) -> int:
     ap.add_argument("--per-transaction", type=int, default=1000)
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--size", type=int, default=10240)
+    ap.add_argument("--rate", default="10000000/h",
+                    help="limits.bulk.rate; a rate under what relay can deliver makes the "
+                         "governor pace the campaign (then see delivery_cpu_s)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (relay.log)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="relay-bulk-"))
@@ -82,7 +92,7 @@ dns: {{nameservers: ["127.0.0.1:9"], timeout: 1s}}
 spool: {{path: {work / 'spool'}}}
 http: {{address: 127.0.0.1, port: 0}}
 feedback: {{unsubscribe: {{base_url: "https://relay.bench/unsubscribe", secret_env: RELAY_UNSUB_SECRET}}}}
-limits: {{bulk: {{recipients_threshold: 100, window: 24h, rate: 10000000/h, unsubscribe: inject}}}}
+limits: {{bulk: {{recipients_threshold: 100, window: 24h, rate: {args.rate}, unsubscribe: inject}}}}
 users: [{{username: app, networks: [127.0.0.0/8], senders: [{DOMAIN}]}}]
 domains: {{{DOMAIN}: {{route: sink, dkim: [{{selector: b1, private_key: {key}}}]}}}}
 routes: {{sink: {{host: 127.0.0.1, port: {sink_port}, tls: none, max_connections: 8}}}}
@@ -117,7 +127,8 @@ routes: {{sink: {{host: 127.0.0.1, port: {sink_port}, tls: none, max_connections
                   "accept_s": round(accepted, 1), "drain_s": round(drained, 1),
                   "copies_per_s": round(args.recipients / drained, 1),
                   "peak_rss_listener_mib": round(peak_rss_mib(proc.pid), 1),
-                  "peak_rss_delivery_mib": round(peak_rss_mib(delivery_pid), 1)}
+                  "peak_rss_delivery_mib": round(peak_rss_mib(delivery_pid), 1),
+                  "rate": args.rate, "delivery_cpu_s": round(cpu_seconds(delivery_pid), 1)}
         print(json.dumps(result))
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -126,7 +137,10 @@ routes: {{sink: {{host: 127.0.0.1, port: {sink_port}, tls: none, max_connections
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         sink.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

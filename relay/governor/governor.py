@@ -7,7 +7,9 @@ Asked by the delivery pipeline before each attempt, per sender domain:
 2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay)
 3. the spike guard after warm-up (`limits.spike.max_growth`)
 Bulk mail may use only `1 - limits.bulk.reserve` of 1 to 3 (80% by default): the rest is
-transactional mail's, so a newsletter never holds back a password reset.
+transactional mail's, so a newsletter never holds back a password reset. Mail held by a rate
+(0 and 1) gets a slot of its own in its domain's line, at the rate's pace (`rates.Line`), so
+a backlog of 100,000 comes due a few at a time, not all at once to be held again.
 A "wait" is not an attempt: the message stays queued and is due again at T. Daily volumes and
 first-send days come from the spool database at start and are counted in memory as
 deliveries happen; the spool persists them with each delivery outcome.
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from relay.clock import Clock
 from relay.config import Limits
-from relay.governor.rates import SlidingWindow
+from relay.governor.rates import Line, SlidingWindow
 from relay.units import Rate
 from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
 from relay.state.sqlite import DAY, day_of
@@ -61,6 +63,7 @@ class Governor:
         self._first_send = dict(first_send)
         self._volumes = dict(volumes)
         self._windows = SlidingWindow(windows)
+        self._line = Line()
         self._paused: dict[str, tuple[str, str]] = {}
         self._in_flight: dict[str, int] = {}
 
@@ -75,35 +78,79 @@ class Governor:
         the operator's pauses (`relay domains pause`) and the reputation rules' ones."""
         self._paused = dict(paused)
 
-    def admit(self, domain: str, recipients: int, bulk: bool = False) -> Hold | None:
-        """None: send now. A Hold: wait until `hold.until` (not an attempt)."""
+    def admit(self, domain: str, recipients: int, bulk: bool = False,
+              ticket: str | None = None) -> Hold | None:
+        """None: send now. A Hold: wait until `hold.until` (not an attempt). `ticket` (the
+        message id) keeps a message held by a rate in its place in the line (`rates.Line`)."""
         now = self.clock.now()
         pause = self._paused.get(domain)
         if pause is not None and (pause[0] == "all" or bulk):
             return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1])
-        if bulk:
-            pace = self.limits.bulk.rate
-            until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
-            if until is not None:
-                return Hold(until, HoldReason.BULK, f"bulk.rate {pace.text}")
-        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
-        of = f" (bulk's {share:.0%})" if bulk else ""
-        rate = self.limits.rate_for(domain)
-        if rate is not None:
-            usable = Rate(max(1, int(rate.count * share)), rate.period, rate.text)
-            until = self._windows.wait_until(domain, usable, recipients, now)
-            if until is not None:
-                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}{of}")
+        hold = self._rate_hold(domain, recipients, bulk, now)
+        if ticket is not None:
+            hold = self._in_line(domain, recipients, bulk, ticket, hold, now)
+        if hold is not None:
+            return hold
         today = day_of(now)
         # in flight counts too: parallel workers must not all pass a nearly full cap
         sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
         if sent == 0:
             return None
         cap, reason = self.daily_cap(domain, today)
+        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
         if cap is not None and sent + recipients > int(cap * share):
             return Hold((today + 1) * DAY, reason,
-                        f"{reason.value} cap {cap}/day{of} reached ({sent} sent)")
+                        f"{reason.value} cap {cap}/day{self._of(bulk)} reached ({sent} sent)")
         return None
+
+    def _rate_hold(self, domain: str, recipients: int, bulk: bool, now: float) -> Hold | None:
+        """Bulk pacing, then the domain rate (of which bulk may use its share only)."""
+        if bulk:
+            pace = self.limits.bulk.rate
+            until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
+            if until is not None:
+                return Hold(until, HoldReason.BULK, f"bulk.rate {pace.text}")
+        rate = self.limits.rate_for(domain)
+        if rate is not None:
+            until = self._windows.wait_until(domain, self._usable(rate, bulk), recipients, now)
+            if until is not None:
+                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}{self._of(bulk)}")
+        return None
+
+    def _in_line(self, domain: str, recipients: int, bulk: bool, ticket: str,
+                 hold: Hold | None, now: float) -> Hold | None:
+        """A message the rates hold gets its own slot in its line (`rates.Line`); one whose
+        slot has come waits for the window only; a newcomer queues behind held ones."""
+        line = domain + ("#bulk" if bulk else "")
+        turn = self._line.turn(ticket)
+        if hold is not None and turn:
+            self._line.keep(ticket, hold.until)
+            return hold
+        if hold is None and (turn or not self._line.waiting(line, now)):
+            return None
+        spacing, reason, detail = self._pace(domain, bulk)
+        slot = self._line.take(line, ticket, hold.until if hold else now, recipients, spacing)
+        return Hold(slot, hold.reason if hold else reason, hold.detail if hold else detail)
+
+    def _pace(self, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
+        """Seconds per recipient of the binding rate, for spacing the line's slots."""
+        paces = []
+        rate = self.limits.rate_for(domain)
+        if rate is not None:
+            usable = self._usable(rate, bulk)
+            paces.append((usable.period / usable.count, HoldReason.RATE,
+                          f"domain_rate {rate.text}{self._of(bulk)}"))
+        if bulk:
+            pace = self.limits.bulk.rate
+            paces.append((pace.period / pace.count, HoldReason.BULK, f"bulk.rate {pace.text}"))
+        return max(paces, key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
+
+    def _usable(self, rate: Rate, bulk: bool) -> Rate:
+        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
+        return Rate(max(1, int(rate.count * share)), rate.period, rate.text)
+
+    def _of(self, bulk: bool) -> str:
+        return f" (bulk's {1.0 - self.limits.bulk.reserve:.0%})" if bulk else ""
 
     def daily_cap(self, domain: str, today: int) -> tuple[int | None, HoldReason]:
         first = self._first_send.get(domain)

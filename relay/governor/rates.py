@@ -70,3 +70,43 @@ class SlidingWindow:
         else:
             entries.append((now, units))
         window.total += units
+
+
+class Line:
+    """The order in which mail held by a rate goes again: each held message gets a slot of
+    its own, `spacing` seconds per unit after the one before, so a backlog comes due at the
+    rate's pace. (Holding a whole backlog until the window moves would make all of it due at
+    once, to be held again but for the few that fit: work in the size of the backlog at every
+    step of the window.) A message back at its slot keeps its place in the line: it waits
+    for the window only, it never goes to the end of the line again."""
+
+    MAX_TICKETS = 1_000_000
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}         # line -> the next free slot
+        self._tickets: dict[str, float] = {}      # message id -> its slot
+
+    def turn(self, ticket: str | None) -> bool:
+        """Whether `ticket` holds a slot: it is back, so its turn has come (a message is due
+        early only when the operator says so: `relay queue retry`). The slot is used up."""
+        return bool(ticket) and self._tickets.pop(ticket, None) is not None
+
+    def waiting(self, line: str, now: float) -> bool:
+        """Whether messages of `line` hold slots still to come: newcomers queue behind them."""
+        return self._next.get(line, 0.0) > now
+
+    def take(self, line: str, ticket: str | None, earliest: float, units: int,
+             spacing: float) -> float:
+        """The next slot of `line`, not before `earliest`, for `units` units."""
+        slot = max(earliest, self._next.get(line, earliest))
+        self._next[line] = slot + units * spacing
+        if ticket:
+            self.keep(ticket, slot)
+        return slot
+
+    def keep(self, ticket: str, slot: float) -> None:
+        """`ticket` keeps (or gets) its place, due at `slot`."""
+        if len(self._tickets) >= self.MAX_TICKETS:     # messages deleted or gone elsewhere
+            oldest = sorted(self._tickets.values())[len(self._tickets) // 2]
+            self._tickets = {t: s for t, s in self._tickets.items() if s > oldest}
+        self._tickets[ticket] = slot

@@ -97,7 +97,7 @@ class Delivery:
         route = self.routes[message.route]
         pending = message.pending()
         bulk = message.stream is Stream.BULK
-        hold = self.governor.admit(message.domain, len(pending), bulk)
+        hold = self.governor.admit(message.domain, len(pending), bulk, ticket=message.id)
         if hold is not None:
             await self._hold(message, hold)
             return

@@ -541,3 +541,67 @@ def test_the_rate_windows_carry_over_to_the_next_governor(clock):
     assert hold is not None and hold.reason is HoldReason.RATE and hold.until == TEN_AM + 3600
     clock.t += 3601
     assert gov.export_windows() == {}
+
+
+# --- the line: a held backlog comes due at the pace of the rate ----------------------------
+
+def test_a_held_backlog_gets_one_slot_each_at_the_pace_of_the_rate(clock):
+    """60/min, a full window, 100 more bulk messages: each is held once, to its own slot one
+    second after the one before (not all to the same instant, to be held again but one), and
+    each is admitted when it comes back at its slot, a little late as the scheduler is."""
+    gov = governor(clock, bulk={"rate": "60/min"})
+    for _ in range(60):
+        assert send_bulk(gov, "acme.fr") is None
+    holds = [gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}") for k in range(100)]
+    assert [h.until for h in holds] == [TEN_AM + 60 + k for k in range(100)]
+    assert {h.reason for h in holds} == {HoldReason.BULK}
+    for k, hold in enumerate(holds):
+        clock.t = hold.until + 0.3
+        assert gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}") is None, k
+        gov.sending("acme.fr", 1, bulk=True)
+
+
+def test_a_message_whose_window_is_still_full_at_its_slot_keeps_its_place(clock):
+    """Scheduling jitter: sends recorded a little after their slots can leave the window full
+    when a later message's slot comes. It waits for the window only (a fraction of a second),
+    not behind the whole line."""
+    gov = governor(clock, bulk={"rate": "2/min"})
+    gov.sending("acme.fr", 2, bulk=True)                     # the window is full until 10:01
+    slots = [gov.admit("acme.fr", 1, bulk=True, ticket=t).until for t in "abcd"]
+    assert slots == [TEN_AM + 60, TEN_AM + 90, TEN_AM + 120, TEN_AM + 150]
+    for ticket, slot in (("a", 60), ("b", 90)):              # each sent 0.4 s after its slot
+        clock.t = TEN_AM + slot + 0.4
+        assert gov.admit("acme.fr", 1, bulk=True, ticket=ticket) is None
+        gov.sending("acme.fr", 1, bulk=True)
+    clock.t = TEN_AM + 120                                   # c on time: a and b still count
+    again = gov.admit("acme.fr", 1, bulk=True, ticket="c")
+    assert again.until == TEN_AM + 120.4                     # the window, not the line's end
+    clock.t = again.until
+    assert gov.admit("acme.fr", 1, bulk=True, ticket="c") is None
+
+
+def test_a_newcomer_queues_behind_the_held_backlog(clock):
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    for k in range(10):
+        gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}")
+    clock.t += 65                                            # the window has room again...
+    late = gov.admit("acme.fr", 1, bulk=True, ticket="late")
+    assert late is not None and late.until == TEN_AM + 70    # ...but ten are ahead of it
+
+
+def test_the_line_spaces_bulk_at_its_share_of_a_slower_domain_rate(clock):
+    """domain_rate 100/h binds bulk (80 of them an hour) before bulk.rate 600/min does: the
+    slots are 45 s apart."""
+    gov = governor(clock, domain_rate={"default": "100/h"}, bulk={"rate": "600/min"})
+    gov.sending("acme.fr", 80, bulk=True)
+    holds = [gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}") for k in range(3)]
+    assert [h.reason for h in holds] == [HoldReason.RATE] * 3
+    assert [h.until - holds[0].until for h in holds] == [0, 45, 90]
+
+
+def test_transactional_mail_is_not_behind_the_bulk_line(clock):
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    assert gov.admit("acme.fr", 1, bulk=True, ticket="news") is not None
+    assert gov.admit("acme.fr", 1, ticket="reset") is None
