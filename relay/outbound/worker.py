@@ -46,6 +46,7 @@ _IDLE_CLOSE = 30.0        # close a route session unused this long
 _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits this long
 _PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the spool
 _REJUDGE = 60.0           # how often domains paused by the reputation rules are judged again
+_BATCH = 0.05             # the scheduler's shortest sleep: paced mail goes a few at a time
 
 
 def upstream_feedback(message: QueuedMessage, recipients: list[Recipient], now: float) -> list[FeedbackEvent]:
@@ -245,12 +246,15 @@ class Delivery:
         return handed
 
     async def _idle(self) -> None:
+        """Nothing to hand out: wait for the next due time, or a wake-up (a message queued, an
+        attempt finished). Due messages still here are in hand (their worker's wake-up ends
+        the wait), and mail paced closer than `_BATCH` apart goes a few at a time."""
         wait = self.poll_interval
         next_due = await self.spool.next_due_time()
-        if next_due is not None:
-            wait = max(0.0, min(wait, next_due - self.clock.now()))
+        if next_due is not None and next_due > self.clock.now():
+            wait = min(wait, next_due - self.clock.now())
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
+            await asyncio.wait_for(self._wake.wait(), timeout=max(wait, _BATCH))
         except asyncio.TimeoutError:
             pass
 
