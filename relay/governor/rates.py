@@ -81,10 +81,15 @@ class Line:
     for the window only, it never goes to the end of the line again."""
 
     MAX_TICKETS = 1_000_000
+    # Held messages come back in slot order. When the first one still owed is this late, the
+    # rest are gone too (`relay queue delete`, a reload): the line is dropped, rather than
+    # making new mail wait for slots nobody will use.
+    GRACE = 120.0
 
     def __init__(self) -> None:
         self._next: dict[str, float] = {}         # line -> the next free slot
         self._tickets: dict[str, float] = {}      # message id -> its slot
+        self._order: dict[str, deque[tuple[float, str]]] = {}   # line -> (slot, ticket)
 
     def turn(self, ticket: str | None) -> bool:
         """Whether `ticket` holds a slot: it is back, so its turn has come (a message is due
@@ -93,7 +98,14 @@ class Line:
 
     def waiting(self, line: str, now: float) -> bool:
         """Whether messages of `line` hold slots still to come: newcomers queue behind them."""
-        return self._next.get(line, 0.0) > now
+        order = self._order.get(line)
+        while order and order[0][1] not in self._tickets:       # came back already
+            order.popleft()
+        if not order or order[0][0] < now - self.GRACE or self._next.get(line, 0.0) <= now:
+            self._order.pop(line, None)
+            self._next.pop(line, None)
+            return False
+        return True
 
     def take(self, line: str, ticket: str | None, earliest: float, units: int,
              spacing: float) -> float:
@@ -102,6 +114,7 @@ class Line:
         self._next[line] = slot + units * spacing
         if ticket:
             self.keep(ticket, slot)
+            self._order.setdefault(line, deque()).append((slot, ticket))
         return slot
 
     def keep(self, ticket: str, slot: float) -> None:

@@ -605,3 +605,16 @@ def test_transactional_mail_is_not_behind_the_bulk_line(clock):
     gov.sending("acme.fr", 60, bulk=True)
     assert gov.admit("acme.fr", 1, bulk=True, ticket="news") is not None
     assert gov.admit("acme.fr", 1, ticket="reset") is None
+
+
+def test_a_line_whose_messages_never_come_back_is_dropped(clock):
+    """The held backlog was deleted (`relay queue delete`): once the first slot still owed is
+    two minutes late, new mail no longer waits behind slots nobody will use."""
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    for k in range(600):                                     # ten minutes of slots
+        gov.admit("acme.fr", 1, bulk=True, ticket=f"gone{k}")
+    clock.t = TEN_AM + 60 + 119                              # the first slot, 119 s late
+    assert gov.admit("acme.fr", 1, bulk=True, ticket="new").until == TEN_AM + 660
+    clock.t = TEN_AM + 60 + 121
+    assert gov.admit("acme.fr", 1, bulk=True, ticket="newer") is None
