@@ -104,17 +104,23 @@ class Governor:
         return None
 
     def _rate_hold(self, domain: str, recipients: int, bulk: bool, now: float) -> Hold | None:
-        """Bulk pacing, then the domain rate (of which bulk may use its share only)."""
+        """Bulk pacing, then the domain rate: bulk mail within its share of it (its own
+        window, so transactional mail inside the reserve does not slow the bulk line), and
+        all mail within the whole of it."""
+        checks = []
+        rate = self.limits.rate_for(domain)
         if bulk:
             pace = self.limits.bulk.rate
-            until = self._windows.wait_until(domain + "#bulk", pace, recipients, now)
-            if until is not None:
-                return Hold(until, HoldReason.BULK, f"bulk.rate {pace.text}")
-        rate = self.limits.rate_for(domain)
+            checks.append((domain + "#bulk", pace, HoldReason.BULK, f"bulk.rate {pace.text}"))
+            if rate is not None:
+                checks.append((domain + "#share", self._usable(rate, True), HoldReason.RATE,
+                               f"domain_rate {rate.text}{self._of(True)}"))
         if rate is not None:
-            until = self._windows.wait_until(domain, self._usable(rate, bulk), recipients, now)
+            checks.append((domain, rate, HoldReason.RATE, f"domain_rate {rate.text}"))
+        for key, limit, reason, detail in checks:
+            until = self._windows.wait_until(key, limit, recipients, now)
             if until is not None:
-                return Hold(until, HoldReason.RATE, f"domain_rate {rate.text}{self._of(bulk)}")
+                return Hold(until, reason, detail)
         return None
 
     def _in_line(self, domain: str, recipients: int, bulk: bool, ticket: str,
@@ -123,13 +129,13 @@ class Governor:
         slot has come waits for the window only; a newcomer queues behind held ones."""
         line = domain + ("#bulk" if bulk else "")
         turn = self._line.turn(ticket)
-        if hold is not None and turn:
-            self._line.keep(ticket, hold.until)
-            return hold
         if hold is None and (turn or not self._line.waiting(line, now)):
             return None
         spacing, reason, detail = self._pace(domain, bulk)
-        slot = self._line.take(line, ticket, hold.until if hold else now, recipients, spacing)
+        if turn:            # its turn came, but not the window's: a slot at the line's head
+            slot = self._line.again(line, ticket, hold.until, recipients, spacing)
+        else:
+            slot = self._line.take(line, ticket, hold.until if hold else now, recipients, spacing)
         return Hold(slot, hold.reason if hold else reason, hold.detail if hold else detail)
 
     def _pace(self, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
@@ -172,6 +178,8 @@ class Governor:
             self._windows.record(domain, recipients, now, rate.period)
         if bulk:
             self._windows.record(domain + "#bulk", recipients, now, self.limits.bulk.rate.period)
+            if rate is not None:
+                self._windows.record(domain + "#share", recipients, now, rate.period)
 
     def delivered(self, domain: str, recipients: int, attempted: int | None = None) -> None:
         """Recipients the route accepted (of `attempted` sent): they count toward the day's

@@ -88,6 +88,7 @@ class Line:
 
     def __init__(self) -> None:
         self._next: dict[str, float] = {}         # line -> the next free slot
+        self._head: dict[str, float] = {}         # line -> the next slot for one held again
         self._tickets: dict[str, float] = {}      # message id -> its slot
         self._order: dict[str, deque[tuple[float, str]]] = {}   # line -> (slot, ticket)
 
@@ -98,23 +99,36 @@ class Line:
 
     def waiting(self, line: str, now: float) -> bool:
         """Whether messages of `line` hold slots still to come: newcomers queue behind them."""
+        self._drop_if_gone(line, now)
+        return self._next.get(line, 0.0) > now
+
+    def _drop_if_gone(self, line: str, now: float) -> None:
         order = self._order.get(line)
         while order and order[0][1] not in self._tickets:       # came back already
             order.popleft()
         if not order or order[0][0] < now - self.GRACE or self._next.get(line, 0.0) <= now:
-            self._order.pop(line, None)
-            self._next.pop(line, None)
-            return False
-        return True
+            for name in (self._order, self._next, self._head):
+                name.pop(line, None)
 
     def take(self, line: str, ticket: str | None, earliest: float, units: int,
              spacing: float) -> float:
         """The next slot of `line`, not before `earliest`, for `units` units."""
+        self._drop_if_gone(line, earliest)
         slot = max(earliest, self._next.get(line, earliest))
         self._next[line] = slot + units * spacing
         if ticket:
             self.keep(ticket, slot)
             self._order.setdefault(line, deque()).append((slot, ticket))
+        return slot
+
+    def again(self, line: str, ticket: str, earliest: float, units: int, spacing: float) -> float:
+        """A slot for a message whose turn came but not its window's (jitter, or the window
+        shared with other mail): near the head of the line, but each its own, so such
+        messages are not all due at one instant."""
+        slot = max(earliest, self._head.get(line, earliest))
+        self._head[line] = slot + units * spacing
+        self.keep(ticket, slot)
+        self._order.setdefault(line, deque()).appendleft((slot, ticket))
         return slot
 
     def keep(self, ticket: str, slot: float) -> None:

@@ -249,10 +249,12 @@ class Delivery:
         """Nothing to hand out: wait for the next due time, or a wake-up (a message queued, an
         attempt finished). Due messages still here are in hand (their worker's wake-up ends
         the wait), and mail paced closer than `_BATCH` apart goes a few at a time."""
-        wait = self.poll_interval
-        next_due = await self.spool.next_due_time()
-        if next_due is not None and next_due > self.clock.now():
-            wait = min(wait, next_due - self.clock.now())
+        now = self.clock.now()
+        upcoming = [until for until in self._cooldown.values() if until > now]
+        next_due = await self.spool.next_due_time(after=now)
+        if next_due is not None:
+            upcoming.append(next_due)
+        wait = min([self.poll_interval] + [t - now for t in upcoming])
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=max(wait, _BATCH))
         except asyncio.TimeoutError:

@@ -18,6 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,8 @@ class Spool:
                 conn.execute("ALTER TABLE messages ADD COLUMN held REAL NOT NULL DEFAULT 0")
             if "hold_reason" not in columns:       # ... or before the queue metrics
                 conn.execute("ALTER TABLE messages ADD COLUMN hold_reason TEXT NOT NULL DEFAULT ''")
+            conn.execute("CREATE INDEX IF NOT EXISTS messages_paused ON messages (domain)"
+                         " WHERE hold_reason = 'paused'")    # release_held, without a scan
             columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback_events)")}
             if "received" not in columns:
                 conn.execute("ALTER TABLE feedback_events ADD COLUMN received REAL NOT NULL DEFAULT 0")
@@ -227,12 +230,14 @@ class Spool:
                 "SELECT id, route, stream FROM messages WHERE stream = 1 AND next_attempt <= ?"
                 " ORDER BY next_attempt LIMIT ?", (now, limit)).fetchall()][:limit])
 
-    async def next_due_time(self) -> float | None:
+    async def next_due_time(self, after: float = float("-inf")) -> float | None:
+        """The earliest next attempt later than `after`."""
         # per stream, so each MIN is one step down the (stream, next_attempt) index; a plain
         # MIN(next_attempt) reads the whole index: milliseconds per wake-up with a backlog
         return await self._read(lambda conn: conn.execute(
             "SELECT MIN(m) FROM (SELECT MIN(next_attempt) AS m FROM messages WHERE stream = 0"
-            " UNION ALL SELECT MIN(next_attempt) FROM messages WHERE stream = 1)").fetchone()[0])
+            " AND next_attempt > ?1 UNION ALL SELECT MIN(next_attempt) FROM messages"
+            " WHERE stream = 1 AND next_attempt > ?1)", (after,)).fetchone()[0])
 
     async def load(self, message_id: str) -> QueuedMessage | None:
         return await self._read(lambda conn: _select(conn, message_id))
@@ -342,10 +347,15 @@ class Spool:
         with connect(self.path) as conn:
             return _select(conn, message_id)
 
-    def retry_now(self, message_id: str) -> bool:
+    def retry_now(self, message_id: str, now: float | None = None) -> bool:
+        """Due at once; a governor hold it cuts short gives its unused time back (held time
+        never counts toward max_age, and this much of it will not be)."""
+        now = time.time() if now is None else now
         with connect(self.path) as conn:
-            return conn.execute("UPDATE messages SET next_attempt = 0 WHERE id = ?",
-                                (message_id,)).rowcount > 0
+            return conn.execute(
+                "UPDATE messages SET held = CASE WHEN hold_reason != '' THEN"
+                " MAX(0, held - MAX(0, next_attempt - ?1)) ELSE held END,"
+                " next_attempt = 0, hold_reason = '' WHERE id = ?2", (now, message_id)).rowcount > 0
 
     def delete(self, message_id: str) -> bool:
         with connect(self.path) as conn:

@@ -618,3 +618,40 @@ def test_a_line_whose_messages_never_come_back_is_dropped(clock):
     assert gov.admit("acme.fr", 1, bulk=True, ticket="new").until == TEN_AM + 660
     clock.t = TEN_AM + 60 + 121
     assert gov.admit("acme.fr", 1, bulk=True, ticket="newer") is None
+
+
+def test_transactional_mail_inside_the_reserve_does_not_slow_the_bulk_line(clock):
+    """domain_rate 10/min: bulk has its own 8; a password reset uses the reserve, and the bulk
+    line still gets its 8 (the whole rate is the only other limit)."""
+    gov = governor(clock, domain_rate={"default": "10/min"}, bulk={"rate": "1000/min"})
+    assert send(gov, "acme.fr", 2) is None                   # transactional: the reserve
+    for _ in range(8):
+        assert send_bulk(gov, "acme.fr") is None
+    assert gov.admit("acme.fr", 1, bulk=True) is not None    # bulk's 8 are used
+    assert gov.admit("acme.fr", 1) is not None               # and 10 in all
+
+
+def test_messages_held_again_at_their_turn_get_slots_of_their_own(clock):
+    """Three messages whose slots came while the window was full (other mail used it) are not
+    all held to the same instant: each gets its own slot from the head of the line."""
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    slots = [gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}").until for k in range(3)]
+    assert slots == [TEN_AM + 60, TEN_AM + 61, TEN_AM + 62]
+    clock.t = TEN_AM + 62
+    gov.sending("acme.fr", 60, bulk=True)                    # someone else took the window
+    again = [gov.admit("acme.fr", 1, bulk=True, ticket=f"m{k}").until for k in range(3)]
+    assert again == [TEN_AM + 122, TEN_AM + 123, TEN_AM + 124]
+
+
+def test_a_full_window_does_not_queue_new_mail_behind_a_deleted_backlog(clock):
+    """The backlog's slots are never used (deleted) and the window is full again when a new
+    campaign arrives: it gets the window's next room, not a slot after the deleted backlog."""
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    for k in range(3000):                                    # fifty minutes of slots
+        gov.admit("acme.fr", 1, bulk=True, ticket=f"gone{k}")
+    clock.t = TEN_AM + 400
+    gov.sending("acme.fr", 60, bulk=True)                    # a new campaign's first window
+    hold = gov.admit("acme.fr", 1, bulk=True, ticket="new")
+    assert hold.until == TEN_AM + 460

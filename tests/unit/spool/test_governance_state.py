@@ -252,3 +252,19 @@ def test_a_spool_from_before_the_governor_is_upgraded_when_opened(tmp_path):
     finally:
         spool.close()
     Spool(directory).close()                # opening an upgraded spool again changes nothing
+
+
+def test_queue_retry_cuts_a_hold_short_and_gives_its_unused_time_back(spool):
+    """`relay queue retry` of a message held for a day, an hour into the hold: it is due at
+    once, no longer held, and only the hour it waited counts as held time."""
+    async def scenario():
+        m = msg("Q1", next_attempt=T)
+        await spool.enqueue(m)
+        m.next_attempt, m.held = T + DAY, float(DAY)
+        await spool.record_hold(m, "paused")
+    run(scenario())
+    assert spool.retry_now("Q1", now=T + 3600)
+    loaded = run(spool.load("Q1"))
+    assert (loaded.next_attempt, loaded.held) == (0, 3600.0)
+    assert spool.retry_now("Q1", now=T + 7200)                  # not held now: nothing back
+    assert run(spool.load("Q1")).held == 3600.0
