@@ -138,6 +138,11 @@ class Governor:
             slot = self._line.take(line, ticket, hold.until if hold else now, recipients, spacing)
         return Hold(slot, hold.reason if hold else reason, hold.detail if hold else detail)
 
+    def sweep(self) -> set[str]:
+        """Domains whose line was dropped because its messages stopped coming back (their
+        backlog was deleted): mail held behind it should be looked at again now."""
+        return {line.removesuffix("#bulk") for line in self._line.sweep(self.clock.now())}
+
     def _pace(self, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
         """Seconds per recipient of the binding rate, for spacing the line's slots."""
         paces = []

@@ -102,13 +102,25 @@ class Line:
         self._drop_if_gone(line, now)
         return self._next.get(line, 0.0) > now
 
-    def _drop_if_gone(self, line: str, now: float) -> None:
+    def sweep(self, now: float) -> list[str]:
+        """Drop the lines whose messages stopped coming back; which lines had some owed."""
+        gone = []
+        for line in list(self._order):
+            if self._drop_if_gone(line, now):
+                gone.append(line)
+        return gone
+
+    def _drop_if_gone(self, line: str, now: float) -> bool:
+        """Drop `line` if nothing is owed in it any more, or its first owed message is
+        `GRACE` late; True if messages were still owed (mail may be held behind them)."""
         order = self._order.get(line)
         while order and order[0][1] not in self._tickets:       # came back already
             order.popleft()
-        if not order or order[0][0] < now - self.GRACE or self._next.get(line, 0.0) <= now:
+        late = bool(order) and order[0][0] < now - self.GRACE
+        if not order or late or self._next.get(line, 0.0) <= now:
             for name in (self._order, self._next, self._head):
                 name.pop(line, None)
+        return late
 
     def take(self, line: str, ticket: str | None, earliest: float, units: int,
              spacing: float) -> float:

@@ -225,6 +225,11 @@ class Delivery:
                         log.info("released %d message(s) held by a lifted pause", released)
                 self._paused = paused
                 self._pauses_read = True
+            for domain in self.governor.sweep():  # a deleted backlog: nothing to wait behind
+                released = await self.spool.write(lambda conn, d=domain: state.release_rate_holds(
+                    conn, d, self.clock.now()))
+                log.info("%s: the rate line's messages stopped coming back; %d held message(s) "
+                         "looked at again", domain, released)
             self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}
         self._cooldown = {i: self._cooldown[i] for i in held}

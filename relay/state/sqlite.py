@@ -135,6 +135,15 @@ def release_held(conn: sqlite3.Connection, now: float, paused: dict[str, tuple[s
     return len(ids)
 
 
+def release_rate_holds(conn: sqlite3.Connection, domain: str, now: float) -> int:
+    """Make the domain's mail held by a rate due now (to be given fresh slots), giving back
+    the hold time it will not use; how many messages."""
+    return conn.execute(
+        "UPDATE messages SET held = MAX(0, held - (next_attempt - ?1)), next_attempt = ?1,"
+        " hold_reason = '' WHERE domain = ?2 AND hold_reason IN ('rate', 'bulk_pacing')"
+        " AND next_attempt > ?1", (now, domain)).rowcount
+
+
 def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,
                     at: float, received: float) -> bool:
     """Store one feedback event; False when it was seen before (a duplicate)."""

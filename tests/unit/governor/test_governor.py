@@ -655,3 +655,18 @@ def test_a_full_window_does_not_queue_new_mail_behind_a_deleted_backlog(clock):
     gov.sending("acme.fr", 60, bulk=True)                    # a new campaign's first window
     hold = gov.admit("acme.fr", 1, bulk=True, ticket="new")
     assert hold.until == TEN_AM + 460
+
+
+def test_sweep_names_the_domains_whose_line_stopped_moving(clock):
+    """The delivery process sweeps every few seconds: a line whose first owed message is two
+    minutes late is dropped and its domain named once, so the mail slotted behind the deleted
+    backlog is looked at again instead of waiting for slots nobody will use."""
+    gov = governor(clock, bulk={"rate": "60/min"})
+    gov.sending("acme.fr", 60, bulk=True)
+    for k in range(300):                                     # slots until 10:06
+        gov.admit("acme.fr", 1, bulk=True, ticket=f"gone{k}")
+    clock.t = TEN_AM + 60 + 100
+    assert gov.sweep() == set()                              # late, but not two minutes
+    clock.t = TEN_AM + 60 + 121
+    assert gov.sweep() == {"acme.fr"}
+    assert gov.sweep() == set()

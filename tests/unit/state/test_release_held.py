@@ -50,3 +50,14 @@ def test_every_domain_at_start_except_those_still_paused_for_all_mail(conn):
     assert released == 2
     assert row(conn, "a") == (NOW + 100, 100, "paused")
     assert row(conn, "b") == (NOW, 0, "") and row(conn, "c") == (NOW, 0, "")
+
+
+def test_mail_held_by_a_rate_is_released_with_its_unused_hold(conn):
+    put(conn, "r", "acme.fr", NOW + 600, 700, "rate")
+    put(conn, "b", "acme.fr", NOW + 60, 60, "bulk_pacing")
+    put(conn, "p", "acme.fr", NOW + 600, 600, "paused")        # a pause is not a rate
+    put(conn, "o", "other.fr", NOW + 600, 600, "rate")
+    assert state.release_rate_holds(conn, "acme.fr", NOW) == 2
+    assert row(conn, "r") == (NOW, 100, "") and row(conn, "b") == (NOW, 0, "")
+    assert row(conn, "p") == (NOW + 600, 600, "paused")
+    assert row(conn, "o") == (NOW + 600, 600, "rate")
