@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from relay.clock import Clock
 from relay.config import Limits
 from relay.governor.rates import Line, SlidingWindow
-from relay.units import Rate
 from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
 from relay.state.sqlite import DAY, day_of
+from relay.units import Rate
 
 
 # A paused domain's mail is held this long; the delivery process releases it as soon as it
@@ -129,7 +129,8 @@ class Governor:
         slot has come waits for the window only; a newcomer queues behind held ones."""
         line = domain + ("#bulk" if bulk else "")
         turn = self._line.turn(ticket)
-        if hold is None and (turn or not self._line.waiting(line, now)):
+        waiting = self._line.waiting(line, now)       # (drops a line nobody comes back to)
+        if hold is None and (turn or not waiting):
             return None
         spacing, reason, detail = self._pace(domain, bulk)
         if turn:            # its turn came, but not the window's: a slot at the line's head

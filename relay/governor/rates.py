@@ -125,7 +125,6 @@ class Line:
     def take(self, line: str, ticket: str | None, earliest: float, units: int,
              spacing: float) -> float:
         """The next slot of `line`, not before `earliest`, for `units` units."""
-        self._drop_if_gone(line, earliest)
         slot = max(earliest, self._next.get(line, earliest))
         self._next[line] = slot + units * spacing
         if ticket:
