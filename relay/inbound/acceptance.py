@@ -11,7 +11,8 @@
 5. DATA       size (552 5.3.4, enforced while reading); exactly one From whose address the
               principal may use (550 5.6.0 / 550 5.7.1), its DMARC policy and alignment
               looked at in the background (a warning, never a refusal); Date and Message-ID
-              added when missing; the route's headers added; mass-send classification: past
+              added when missing; lines over 998 characters re-encoded (quoted-printable);
+              the route's headers added; mass-send classification: past
               `limits.bulk.recipients_threshold` recipients of one campaign within the window
               the message is bulk, and must carry RFC 8058 headers (`require`: 550 5.7.1
               without List-Unsubscribe; `inject`: one copy per recipient with relay's
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relay import metrics, replies
-from relay.checks import content, sender
+from relay.checks import content, line_length, sender
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
 from relay.checks.dmarc import DmarcMonitor
@@ -163,6 +164,7 @@ class Acceptance:
                                   header=True)
         self.dmarc.observe(domain, [k.domain for k in self.signer.keys_for(domain)])
         content.add_missing(parsed, queue_id, now)
+        await self._limit_lines(parsed, queue_id)
         route_name = self.config.domains[session.sender_domain].route
         # the campaign is the application's: named before the route's own headers (a route
         # tag like X-Mailin-Tag would make all its mail one campaign)
@@ -221,6 +223,16 @@ class Acceptance:
         return [([r], [(b"List-Unsubscribe", f" <{base}/{self.tokens.make(r, domain)}>".encode()),
                        (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click")])
                 for r in recipients]
+
+    async def _limit_lines(self, parsed: content.Parsed, queue_id: str) -> None:
+        """RFC 5322 §2.1.1: no line over 998 characters reaches a provider that would fold
+        it (breaking DKIM); re-encoding is CPU work, off the event loop like signing."""
+        if not line_length.too_long(parsed.body):
+            return
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self.signing_pool, line_length.shorten, parsed):
+            log.info("%s: lines over %d characters re-encoded as quoted-printable",
+                     queue_id, line_length.LIMIT)
 
     async def _sign(self, domain: str, parsed: content.Parsed, now: float, queue_id: str) -> list[bytes]:
         loop = asyncio.get_running_loop()
