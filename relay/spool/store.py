@@ -230,14 +230,12 @@ class Spool:
                 "SELECT id, route, stream FROM messages WHERE stream = 1 AND next_attempt <= ?"
                 " ORDER BY next_attempt LIMIT ?", (now, limit)).fetchall()][:limit])
 
-    async def next_due_time(self, after: float = float("-inf")) -> float | None:
-        """The earliest next attempt later than `after`."""
+    async def next_due_time(self) -> float | None:
         # per stream, so each MIN is one step down the (stream, next_attempt) index; a plain
         # MIN(next_attempt) reads the whole index: milliseconds per wake-up with a backlog
         return await self._read(lambda conn: conn.execute(
             "SELECT MIN(m) FROM (SELECT MIN(next_attempt) AS m FROM messages WHERE stream = 0"
-            " AND next_attempt > ?1 UNION ALL SELECT MIN(next_attempt) FROM messages"
-            " WHERE stream = 1 AND next_attempt > ?1)", (after,)).fetchone()[0])
+            " UNION ALL SELECT MIN(next_attempt) FROM messages WHERE stream = 1)").fetchone()[0])
 
     async def load(self, message_id: str) -> QueuedMessage | None:
         return await self._read(lambda conn: _select(conn, message_id))
