@@ -37,8 +37,10 @@ def shorten(parsed: Parsed) -> bool:
         return False
     content_type = b"".join(parsed.get(b"Content-Type")[:1])
     if b"multipart/" not in content_type.lower():
-        if _encoding(b"".join(parsed.get(b"Content-Transfer-Encoding")[:1])) not in _PLAIN:
-            return False
+        kind = content_type.strip().lower()
+        if (kind and not kind.startswith(b"text/")) or \
+                _encoding(b"".join(parsed.get(b"Content-Transfer-Encoding")[:1])) not in _PLAIN:
+            return False                        # only text is line-oriented (RFC 2045 §6.7)
         parsed.body = binascii.b2a_qp(parsed.body, istext=True)
         parsed.headers = [(n, v) for n, v in parsed.headers
                           if n.lower() != b"content-transfer-encoding"]
@@ -60,7 +62,8 @@ def _shorten_parts(parsed: Parsed, content_type: bytes) -> bool:
         return False
     changed = False
     for part in message.walk():
-        if part.is_multipart() or _encoding(part.get("Content-Transfer-Encoding", "")) not in _PLAIN:
+        if (part.is_multipart() or part.get_content_maintype() != "text"
+                or _encoding(part.get("Content-Transfer-Encoding", "")) not in _PLAIN):
             continue
         raw = part.get_payload(decode=True) or b""
         raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

@@ -70,3 +70,15 @@ def test_a_multipart_message_without_its_boundary_is_left_as_it_is():
     before = parsed.serialize()
     assert not line_length.shorten(parsed)
     assert parsed.serialize() == before
+
+
+def test_only_text_is_re_encoded():
+    """Quoted-printable with line breaks is for text (RFC 2045 §6.7): a long-lined part of
+    another type is left alone, and then so is the message."""
+    parsed = content.parse(("From: a@acme.fr\r\nContent-Type: application/json\r\n\r\n"
+                            f"{LONG}\r\n").encode())
+    before = parsed.serialize()
+    assert not line_length.shorten(parsed) and parsed.serialize() == before
+    mixed = content.parse(MULTIPART.replace("text/html", "application/x-html").encode())
+    before = mixed.serialize()
+    assert not line_length.shorten(mixed) and mixed.serialize() == before
