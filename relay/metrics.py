@@ -151,6 +151,25 @@ def _sample_names(family: Metric) -> list[str]:
     return [family.name]
 
 
+# The gauges SpoolCollector computes: key -> (name, help, labels).
+SPOOL_GAUGES = {
+    "complaint": ("relay_domain_complaint_rate", "Complaints per recipient delivered over "
+                  "reputation.window (0.001 is 0.10%)", ["domain"]),
+    "bounce": ("relay_domain_bounce_rate", "Hard bounces per recipient delivered over "
+               "reputation.window (0.02 is 2%)", ["domain"]),
+    "warmup": ("relay_domain_warmup_day", "Days since the domain's first delivery through relay "
+               "(its step in limits.warmup.schedule)", ["domain"]),
+    "paused": ("relay_domain_paused", "1 while the domain's mail (scope all) or bulk mail "
+               "(scope bulk) is held by a pause", ["domain", "scope"]),
+    "queue": ("relay_queue_messages", "Messages in the spool: ready (due now), deferred "
+              "(waiting to retry), held (by the governor)", ["state"]),
+    "oldest": ("relay_queue_oldest_seconds", "Age of the oldest message in the spool in that "
+               "state (0 when there is none)", ["state"]),
+    "suppressions": ("relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
+                     ["reason"]),
+}
+
+
 class SpoolCollector:
     """Gauges computed from the spool database when Prometheus scrapes."""
 
@@ -161,29 +180,8 @@ class SpoolCollector:
     def collect(self):
         config = self.config()
         now = self.clock.now()
-        families = {
-            "complaint": GaugeMetricFamily(
-                "relay_domain_complaint_rate", "Complaints per recipient delivered over "
-                "reputation.window (0.001 is 0.10%)", labels=["domain"]),
-            "bounce": GaugeMetricFamily(
-                "relay_domain_bounce_rate", "Hard bounces per recipient delivered over "
-                "reputation.window (0.02 is 2%)", labels=["domain"]),
-            "warmup": GaugeMetricFamily(
-                "relay_domain_warmup_day", "Days since the domain's first delivery through relay "
-                "(its step in limits.warmup.schedule)", labels=["domain"]),
-            "paused": GaugeMetricFamily(
-                "relay_domain_paused", "1 while the domain's mail (scope all) or bulk mail "
-                "(scope bulk) is held by a pause", labels=["domain", "scope"]),
-            "queue": GaugeMetricFamily(
-                "relay_queue_messages", "Messages in the spool: ready (due now), deferred "
-                "(waiting to retry), held (by the governor)", labels=["state"]),
-            "oldest": GaugeMetricFamily(
-                "relay_queue_oldest_seconds", "Age of the oldest message in the spool in that "
-                "state (0 when there is none)", labels=["state"]),
-            "suppressions": GaugeMetricFamily(
-                "relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
-                labels=["reason"]),
-        }
+        families = {key: GaugeMetricFamily(name, text, labels=labels)
+                    for key, (name, text, labels) in SPOOL_GAUGES.items()}
         with connect(config.spool.path / "relay.sqlite3") as conn:
             self._domains(conn, config, now, families)
             self._queue(conn, now, families)
@@ -226,7 +224,7 @@ def documented() -> dict[str, str]:
     the README table and the tests are checked against it."""
     names = {family.name + ("_total" if family.type == "counter" else ""): family.type
              for family in REGISTRY.collect()}
-    names.update(SPOOL_GAUGES)
+    names.update({name: "gauge" for name, _, _ in SPOOL_GAUGES.values()})
     return names
 
 
@@ -237,8 +235,3 @@ def series_names() -> set[str]:
         names.update([name + s for s in ("_bucket", "_count", "_sum")] if kind == "histogram" else [name])
     return names
 
-
-SPOOL_GAUGES = {name: "gauge" for name in (
-    "relay_domain_complaint_rate", "relay_domain_bounce_rate", "relay_domain_warmup_day",
-    "relay_domain_paused", "relay_queue_messages", "relay_queue_oldest_seconds",
-    "relay_suppressions")}

@@ -97,27 +97,30 @@ class Governor:
         if sent == 0:
             return None
         cap, reason = self.daily_cap(domain, today)
-        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
-        if cap is not None and sent + recipients > int(cap * share):
+        if cap is not None and sent + recipients > int(cap * self._share(bulk)):
             return Hold((today + 1) * DAY, reason,
                         f"{reason.value} cap {cap}/day{self._of(bulk)} reached ({sent} sent)")
         return None
 
-    def _rate_hold(self, domain: str, recipients: int, bulk: bool, now: float) -> Hold | None:
-        """Bulk pacing, then the domain rate: bulk mail within its share of it (its own
-        window, so transactional mail inside the reserve does not slow the bulk line), and
-        all mail within the whole of it."""
+    def _rate_checks(self, domain: str, bulk: bool) -> list[tuple[str, Rate, HoldReason, str]]:
+        """(window key, limit, reason, detail): bulk pacing, then the domain rate: bulk mail
+        within its share of it (its own window, so transactional mail inside the reserve
+        does not slow the bulk line), and all mail within the whole of it."""
         checks = []
         rate = self.limits.rate_for(domain)
         if bulk:
             pace = self.limits.bulk.rate
             checks.append((domain + "#bulk", pace, HoldReason.BULK, f"bulk.rate {pace.text}"))
             if rate is not None:
-                checks.append((domain + "#share", self._usable(rate, True), HoldReason.RATE,
+                share = Rate(max(1, int(rate.count * self._share(True))), rate.period, rate.text)
+                checks.append((domain + "#share", share, HoldReason.RATE,
                                f"domain_rate {rate.text}{self._of(True)}"))
         if rate is not None:
             checks.append((domain, rate, HoldReason.RATE, f"domain_rate {rate.text}"))
-        for key, limit, reason, detail in checks:
+        return checks
+
+    def _rate_hold(self, domain: str, recipients: int, bulk: bool, now: float) -> Hold | None:
+        for key, limit, reason, detail in self._rate_checks(domain, bulk):
             until = self._windows.wait_until(key, limit, recipients, now)
             if until is not None:
                 return Hold(until, reason, detail)
@@ -146,23 +149,16 @@ class Governor:
 
     def _pace(self, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
         """Seconds per recipient of the binding rate, for spacing the line's slots."""
-        paces = []
-        rate = self.limits.rate_for(domain)
-        if rate is not None:
-            usable = self._usable(rate, bulk)
-            paces.append((usable.period / usable.count, HoldReason.RATE,
-                          f"domain_rate {rate.text}{self._of(bulk)}"))
-        if bulk:
-            pace = self.limits.bulk.rate
-            paces.append((pace.period / pace.count, HoldReason.BULK, f"bulk.rate {pace.text}"))
-        return max(paces, key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
+        return max(((limit.period / limit.count, reason, detail)
+                    for _, limit, reason, detail in self._rate_checks(domain, bulk)),
+                   key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
 
-    def _usable(self, rate: Rate, bulk: bool) -> Rate:
-        share = 1.0 - self.limits.bulk.reserve if bulk else 1.0
-        return Rate(max(1, int(rate.count * share)), rate.period, rate.text)
+    def _share(self, bulk: bool) -> float:
+        """How much of a rate or daily cap the mail may use: bulk leaves the reserve."""
+        return 1.0 - self.limits.bulk.reserve if bulk else 1.0
 
     def _of(self, bulk: bool) -> str:
-        return f" (bulk's {1.0 - self.limits.bulk.reserve:.0%})" if bulk else ""
+        return f" (bulk's {self._share(True):.0%})" if bulk else ""
 
     def daily_cap(self, domain: str, today: int) -> tuple[int | None, HoldReason]:
         first = self._first_send.get(domain)
