@@ -78,6 +78,8 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", Unsubscr
             domain = entry.rpartition("@")[2].lower()
             if domain not in config.domains:
                 log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
+    for line in config.warnings():
+        log.warning("%s", line)
     tokens = None
     if config.feedback.unsubscribe is not None:
         try:

@@ -262,14 +262,17 @@ def cmd_feedback_ingest(args) -> int:
 
     from relay.clock import SystemClock
     from relay.feedback.intake import FeedbackIntake
-    from relay.feedback.reports import read_report
+    from relay.feedback.reports import ACCEPTED, NotAReport, read_report
     from relay.spool.store import Spool
     config = _load(args.config)
     clock = SystemClock()
-    events = read_report(sys.stdin.buffer.read(), clock.now())
+    try:
+        events = read_report(sys.stdin.buffer.read(), clock.now())
+    except NotAReport as exc:
+        print(f"relay: standard input is none of {ACCEPTED}: {exc}", file=sys.stderr)
+        return 1
     if not events:
-        print("relay: standard input holds no delivery status notification (RFC 3464) nor "
-              "feedback report (RFC 5965) with a recipient", file=sys.stderr)
+        print("relay: the report on standard input names no recipient to act on", file=sys.stderr)
         return 1
     spool = Spool(config.spool.path)
     spool.start()

@@ -40,6 +40,25 @@ class Listener(Strict):
     port: int = Field(ge=0, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     role: Literal["submission", "feedback"] = "submission"   # feedback: DSN/ARF intake only
+    # required: 530 5.7.0 until AUTH, even from a user's `networks` (a submission port, as
+    # Postfix's submission service); optional: a `networks` client is that user without AUTH.
+    # Default: required where tls is starttls or implicit, optional where tls is none.
+    auth: Literal["required", "optional"] = None  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_auth(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("auth") is None:
+            optional = data.get("tls") == "none" or data.get("role") == "feedback"
+            return {**data, "auth": "optional" if optional else "required"}
+        return data
+
+    @model_validator(mode="after")
+    def _feedback_takes_anyone(self) -> "Listener":
+        if self.role == "feedback" and self.auth == "required":
+            raise ValueError("auth: a feedback listener takes reports from anyone; "
+                             "required is only for submission listeners")
+        return self
 
 
 class TLSConfig(Strict):
@@ -95,6 +114,10 @@ class Spool(Strict):
     path: Path = Path("/var/lib/relay")
     max_age: Duration = parse_duration("5d")
     retry: Retry = Field(default_factory=Retry)
+    # below this much free space on the spool's filesystem new mail gets 452 4.3.1, so that
+    # deliveries can always record their outcome; None: the larger of 200MB and 2 x
+    # server.max_message_size (Config.spool_min_free)
+    min_free: Size | None = None
 
 class User(Strict):
     username: str
@@ -348,6 +371,25 @@ class Config(Strict):
         if isinstance(value, dict):
             return {str(k).lower().rstrip("."): v for k, v in value.items()}
         return value
+
+    def warnings(self) -> list[str]:
+        """What loads but will not do what its author likely meant (`relay check`, start)."""
+        lines = []
+        optional = [l.name for l in self.server.listeners
+                    if l.role == "submission" and l.auth == "optional"]
+        for i, user in enumerate(self.users):
+            if user.networks and not optional:
+                lines.append(f"users[{i}].networks: no submission listener has auth: optional, "
+                             f"so clients from {', '.join(user.networks)} must still AUTH as "
+                             f"{user.username} (add e.g. a tls: none listener on 127.0.0.1)")
+        return lines
+
+    @property
+    def spool_min_free(self) -> int:
+        """`spool.min_free`, or the larger of 200MB and two of the largest messages."""
+        if self.spool.min_free is not None:
+            return self.spool.min_free
+        return max(parse_size("200MB"), 2 * self.server.max_message_size)
 
     @property
     def unsubscribe_mode(self) -> str:

@@ -23,6 +23,8 @@ class Refusal(enum.StrEnum):
     SIZE = "size"                    # message too big
     HEADERS = "headers"              # From missing, repeated or unusable
     UNSUBSCRIBE = "unsubscribe_required"   # a mass send without RFC 8058 headers
+    NOT_A_REPORT = "not_a_report"    # mail to a feedback listener that is no report
+    STORAGE = "storage"              # the spool's filesystem is below spool.min_free
     TEMPORARY = "temporary"          # relay's own failure: signing, spool, internal error
 
 
@@ -112,6 +114,9 @@ R550_BULK_NEEDS_UNSUBSCRIBE = Reply(550, "5.7.1", "Mass mailing (more than {thre
                                     "campaign within {window}) must carry List-Unsubscribe and "
                                     "List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)",
                                     Refusal.UNSUBSCRIBE)
+R550_NOT_A_REPORT = Reply(550, "5.7.1", "This is a feedback address: it takes only {accepted} "
+                          "and relays nothing", Refusal.NOT_A_REPORT)
+R452_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later", Refusal.STORAGE)
 R250_FEEDBACK = Reply(250, "2.0.0", "Ok: report read ({events} event(s), {new} new)")
 R250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 R451_SIGNING_FAILED = Reply(451, "4.3.0", "Temporary failure signing the message, try again later", Refusal.TEMPORARY)

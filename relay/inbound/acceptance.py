@@ -1,6 +1,7 @@
 """The acceptance pipeline: everything relay decides inside an SMTP session.
 
-1. connect    admission limits (421 4.7.0); a client inside a user's `networks` is that user
+1. connect    admission limits (421 4.7.0); on a listener whose `auth` is optional, a client
+              inside a user's `networks` is that user (on `auth: required`, 530 until AUTH)
 2. AUTH       only after TLS (the server enforces it); credentials -> principal (535 5.7.8);
               failures from one address are slowed, then refused for a while (454 4.7.0)
 3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1);
@@ -40,7 +41,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import PolicyError, TemporaryError
 from relay.events import Event, emit
-from relay.feedback.reports import read_report
+from relay.feedback.reports import ACCEPTED, NotAReport, read_report
 from relay.governor.bulk import CampaignCounter, campaign_key
 from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
@@ -61,6 +62,7 @@ class SessionState:
     ip: str
     listener: str
     tls: bool = False
+    auth_required: bool = True      # the listener's `auth: required`: no `networks` principal
     helo: str = ""
     principal: Principal | None = None
     sender_domain: str = ""
@@ -95,7 +97,8 @@ class Acceptance:
     # 1. connect
     def connect(self, session: SessionState) -> None:
         self.admission.open(session.ip)
-        session.principal = self.users.by_network(session.ip)
+        if not session.auth_required:
+            session.principal = self.users.by_network(session.ip)
 
     def disconnect(self, session: SessionState) -> None:
         self.admission.close(session.ip)
@@ -201,11 +204,13 @@ class Acceptance:
         """A `role: feedback` listener's DATA: a DSN (RFC 3464) or ARF report (RFC 5965)
         becomes feedback events, counted only when they name (by Message-ID) a message relay
         sent, so a forged report cannot suppress addresses or pause a domain; anything else
-        is accepted and dropped (no bounce loops)."""
-        events = read_report(content.normalize_line_endings(data), self.clock.now())
+        is refused (550 5.7.1 naming what the address takes), never accepted and dropped."""
+        try:
+            events = read_report(content.normalize_line_endings(data), self.clock.now())
+        except NotAReport as exc:
+            raise PolicyError(replies.R550_NOT_A_REPORT.format(accepted=ACCEPTED),
+                              f"not a report: {exc}") from None
         new = await self.intake.record(events, trusted=False) if events else 0
-        if not events:
-            log.info("feedback listener: a message that is no DSN or ARF report; dropped")
         return replies.R250_FEEDBACK.format(events=len(events), new=new)
 
     def _unsubscribe_groups(self, parsed: content.Parsed, stream: Stream, domain: str,

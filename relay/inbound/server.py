@@ -105,6 +105,7 @@ class RelaySMTP(SMTP):
             peer = transport.get_extra_info("peername") or ("unknown", 0)
             self._state = SessionState(ip=str(peer[0]), listener=self._listener.name,
                                        tls=self._listener.tls == "implicit",
+                                       auth_required=self._listener.auth == "required",
                                        feedback=self._listener.role == "feedback")
             try:
                 self._acceptance.connect(self._state)

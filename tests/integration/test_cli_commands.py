@@ -61,6 +61,18 @@ def test_check_accepts_a_good_config_and_prints_it_without_secrets(tmp_path, goo
     assert printed["server"]["listeners"][2]["name"] == "local"
 
 
+def test_check_warns_about_a_networks_user_no_listener_lets_in(tmp_path, good_config):
+    """Exit 0, and a warning naming the user: with only submission ports (auth required),
+    `networks` clients would still have to AUTH."""
+    data = copy.deepcopy(good_config)
+    data["server"]["listeners"] = data["server"]["listeners"][:2]        # no tls: none listener
+    result = check(tmp_path, data)
+    assert result.returncode == 0, result.stderr
+    assert "users[1].networks: no submission listener has auth: optional" in result.stderr
+    assert "must still AUTH as erp" in result.stderr
+    assert "users[1].networks" not in check(tmp_path, good_config).stderr
+
+
 def _broken(config: dict, keys: tuple, value) -> dict:
     data = copy.deepcopy(config)
     node = data

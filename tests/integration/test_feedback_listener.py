@@ -5,8 +5,8 @@ mail. On a listener with `role: feedback`, any sender (the null sender `<>` incl
 any recipient are accepted without AUTH, and DATA is read as a report, answered `250`: a
 DSN's dead address is suppressed for the sender domain of the returned message (RCPT TO it
 from that domain is then 550 5.1.1), a policy block (5.7.1) is not, an ARF abuse report
-suppresses with "complained" (550 5.7.1), and a message that is no report is accepted and
-changes nothing. The fake provider never sees a connection from any of it.
+suppresses with "complained" (550 5.7.1), and a message that is no report is refused
+(550 5.7.1 naming what the address takes), never accepted and dropped. The fake provider never sees a connection from any of it.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from relay import metrics
 from tests.conftest import message, submit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -141,15 +142,20 @@ def test_an_arf_report_suppresses_with_complaint(relay, upstream):
     assert nothing_relayed(upstream)
 
 
-def test_a_plain_message_is_accepted_and_changes_nothing(relay, upstream):
-    """Not a report (an out-of-office, a person writing to bounces@): 250, dropped, never
-    relayed, even when it is addressed to a mailbox acme.fr routes to the provider."""
+def test_a_plain_message_is_refused_naming_what_the_address_takes(relay, upstream):
+    """Not a report (an out-of-office, a person writing to bounces@): 550 5.7.1 naming what a
+    feedback address takes, so its sender learns it was not read (never 250 and dropped);
+    counted as a `not_a_report` refusal; nothing relayed, even when it is addressed to a
+    mailbox acme.fr routes to the provider."""
+    refused = metrics.MESSAGES_REJECTED.labels("not_a_report")
+    before = refused._value.get()
     plain = (b"From: Someone <someone@example.net>\r\nTo: bounces@relay.test, client@example.net\r\n"
              b"Subject: Out of office\r\n\r\nI am away until Monday.\r\n")
     code, text = send_report(relay.port("feedback"), plain, mail_from="someone@example.net",
                              rcpt="client@example.net")
-    assert code == 250, text
-    assert "0 event(s)" in text
+    assert (code, text[:5]) == (550, "5.7.1"), text
+    assert "RFC 3464" in text and "RFC 5965" in text
+    assert refused._value.get() == before + 1
     assert suppressed(relay) == []
     assert relay.relay.spool.summaries() == []
     assert nothing_relayed(upstream)
