@@ -42,6 +42,7 @@ from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
 from relay.outbound.process import DeliveryProcess
 from relay.signing.dkim import KeyError_, Signer, load_key
+from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
 
 log = logging.getLogger("relay")
@@ -111,7 +112,8 @@ class Relay:
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
-            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns, tokens,
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns,
+            SpaceGuard(config.spool_min_free, self.spool.free_bytes, self.clock), tokens,
             self.intake,
             on_queued=lambda message: self.delivery.wake())
         self.listeners = Listeners(config, self.acceptance, context)
@@ -138,7 +140,7 @@ class Relay:
             registry.register(metrics.Merged(self.delivery.samples))
             registry.register(metrics.SpoolCollector(lambda: self.config, self.clock))
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
-                      "state": self.spool.check_state}
+                      "spool_space": self.acceptance.space.ready, "state": self.spool.check_state}
             self.metrics_runner, self.metrics_port = await start_http(
                 health.make_app(registry, checks), self.config.metrics.address,
                 self.config.metrics.port)

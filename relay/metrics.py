@@ -10,7 +10,7 @@ Two kinds of metric:
   (`outbound/process.py`), and the listener serves the sum (`Merged`), so one scrape shows
   both processes; a replaced delivery process's last numbers are kept, so sums never go back.
 - gauges read from the spool when Prometheus scrapes (`SpoolCollector`): queue, rates,
-  warm-up day, pauses, suppressions. They hold across restarts because the spool does.
+  warm-up day, pauses, suppressions, free space. They hold across restarts because the spool does.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from relay.model import RecipientState
 from relay.replies import Refusal
 from relay.state import sqlite as state
 from relay.state.suppressions import SuppressionReason
+from relay.spool import space
 from relay.spool.store import connect
 
 prometheus_client.disable_created_metrics()    # `_created` samples cannot be summed
@@ -167,6 +168,10 @@ SPOOL_GAUGES = {
                "state (0 when there is none)", ["state"]),
     "suppressions": ("relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
                      ["reason"]),
+    "free": ("relay_spool_free_bytes", "Bytes the spool can still write: free space of its "
+             "filesystem plus SQLite's free pages", []),
+    "min_free": ("relay_spool_min_free_bytes", "spool.min_free: with less free, new mail gets "
+                 "452 4.3.1", []),
 }
 
 
@@ -186,6 +191,8 @@ class SpoolCollector:
             self._domains(conn, config, now, families)
             self._queue(conn, now, families)
             counts = dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
+            families["free"].add_metric([], space.free_bytes(conn, config.spool.path))
+        families["min_free"].add_metric([], config.spool_min_free)
         for reason in SuppressionReason:
             families["suppressions"].add_metric([reason.value], counts.get(reason.value, 0))
         yield from families.values()

@@ -4,7 +4,9 @@
               inside a user's `networks` is that user (on `auth: required`, 530 until AUTH)
 2. AUTH       only after TLS (the server enforces it); credentials -> principal (535 5.7.8);
               failures from one address are slowed, then refused for a while (454 4.7.0)
-3. MAIL FROM  the principal may use this address and its domain is configured (550 5.7.1);
+3. MAIL FROM  the spool's filesystem has `spool.min_free` left (452 4.3.1, so deliveries can
+              always record their outcome); the principal may use this address and its
+              domain is configured (550 5.7.1);
               the domain's SPF authorizes the route that will carry it (550 5.7.23, 550 5.5.2
               for a broken record, 451 4.4.3 when DNS cannot say)
 4. RCPT TO    syntax (553 5.1.3); the suppression list of the sender domain (550 5.7.1
@@ -18,7 +20,8 @@
               the message is bulk, and must carry RFC 8058 headers (`require`: 550 5.7.1
               without List-Unsubscribe; `inject`: one copy per recipient with relay's
               one-click URL); Received added; DKIM signature(s) added (over those headers
-              too); stored durably in the spool; then `250 2.0.0 Ok: queued as <id>`.
+              too); space checked again for this message (452 4.3.1); stored durably in the
+              spool; then `250 2.0.0 Ok: queued as <id>`.
 
 Failing to sign or to store is always a 4xx: the client keeps the message. Nothing here
 knows about aiosmtpd; `inbound/handler.py` adapts it.
@@ -47,6 +50,7 @@ from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_i
 from relay.replies import Reply
 from relay.signing.dkim import Signer
 from relay.state.suppressions import SuppressionReason
+from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
 
 if TYPE_CHECKING:
@@ -77,8 +81,8 @@ class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
                  spf_gate: SpfGate, dmarc: DmarcMonitor, campaigns: CampaignCounter,
-                 tokens: "UnsubscribeTokens | None" = None, intake: "FeedbackIntake | None" = None,
-                 on_queued=lambda message: None) -> None:
+                 space: SpaceGuard, tokens: "UnsubscribeTokens | None" = None,
+                 intake: "FeedbackIntake | None" = None, on_queued=lambda message: None) -> None:
         self.config = config
         self.users = users
         self.throttle = throttle
@@ -90,6 +94,7 @@ class Acceptance:
         self.spf_gate = spf_gate
         self.dmarc = dmarc
         self.campaigns = campaigns
+        self.space = space
         self.tokens = tokens
         self.intake = intake
         self.on_queued = on_queued
@@ -128,6 +133,7 @@ class Acceptance:
             return replies.R250_SENDER_OK
         if session.principal is None:
             raise PolicyError(replies.R530_AUTH_REQUIRED)
+        await self.space.check()
         session.smtputf8 = smtputf8
         domain = sender.authorize(session.principal, address, self.config.domains,
                                   smtputf8=smtputf8)
@@ -189,6 +195,7 @@ class Acceptance:
                 body=copy.serialize(prepend=signatures + [trace]), created=now, next_attempt=now,
                 mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")]))
         message_id = b"".join(parsed.get(b"Message-ID")[:1]).decode("ascii", "replace")
+        await self.space.check(sum(len(m.body) for m in messages))    # low meanwhile?
         await self._store(messages, (campaign, self.campaigns.bucket_of(now), len(recipients)),
                           message_id)
         for message in messages:

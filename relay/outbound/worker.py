@@ -9,8 +9,9 @@
 4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
    expired
-5. the new state is persisted with the DSN for what failed for good (one transaction),
-   an event is logged and metrics move per outcome; the route's refusals become feedback
+5. the new state is persisted with the DSN for what failed for good (one transaction,
+   retried until the spool takes it: never a second send because an outcome could not be
+   written), an event is logged and metrics move per outcome; the route's refusals become feedback
    (a dead address is suppressed, the domain's bounce rate moves)
 
 Delivery is at-least-once: a crash between the route's 250 and step 5 re-sends the message
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 
 from relay import metrics
@@ -47,6 +49,8 @@ _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits th
 _PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the spool
 _REJUDGE = 60.0           # how often domains paused by the reputation rules are judged again
 _BATCH = 0.05             # the scheduler's shortest sleep: paced mail goes a few at a time
+_RECORD_RETRY = 0.1       # an outcome the spool refused is written again after this, doubling
+_RECORD_RETRY_MAX = 5.0   # ... up to this
 
 
 def upstream_feedback(message: QueuedMessage, recipients: list[Recipient], now: float) -> list[FeedbackEvent]:
@@ -123,13 +127,37 @@ class Delivery:
             loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
-        await self.spool.record_attempt(message, dsns, delivered, now)
+        await self._record(message, dsns, delivered, now)
         if self.intake is not None:
             await self.intake.record(upstream_feedback(message, pending, now))
         for extra in dsns:
             emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, domain=message.domain,
                  route=message.route, rcpts=len(failed))
             self.wake()
+
+    async def _record(self, message: QueuedMessage, dsns: list[QueuedMessage], delivered: int,
+                      now: float) -> None:
+        """Step 5's write, retried until the spool takes it: the route has answered, and an
+        outcome given up on would send the message again (a full disk must never cause a
+        second send). This worker takes no other message meanwhile; acceptance keeps
+        `spool.min_free` for these writes, so it waits only while space is freed."""
+        delay = _RECORD_RETRY
+        failing = False
+        while True:
+            try:
+                await self.spool.record_attempt(message, dsns, delivered, now)
+            except sqlite3.Error as exc:
+                if not failing:
+                    log.error("%s: the outcome of its attempt cannot be written (%s); retrying "
+                              "until it can, before this worker sends anything else",
+                              message.id, exc)
+                failing = True
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX)
+                continue
+            if failing:
+                log.warning("%s: the outcome of its attempt is written at last", message.id)
+            return
 
     async def _hold(self, message: QueuedMessage, hold: Hold) -> None:
         """Step 2's "wait until T": not an attempt, and the wait never counts toward max_age."""

@@ -27,6 +27,7 @@ from typing import Callable, TypeVar
 from relay.model import QueuedMessage, Recipient, RecipientState, Stream
 from relay.state import sqlite as state
 from relay.state import suppressions
+from relay.spool import space
 
 log = logging.getLogger("relay.spool")
 T = TypeVar("T")
@@ -312,6 +313,10 @@ class Spool:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer's next transaction (for state kept beside the spool)."""
         return await self._writer.submit(fn)
+
+    async def free_bytes(self) -> int:
+        """What the spool can still write (`spool/space.py`)."""
+        return await self._read(lambda conn: space.free_bytes(conn, self.path.parent))
 
     # --- readiness (/readyz) ------------------------------------------------------------
     async def check_writable(self) -> None:

@@ -2,7 +2,8 @@
 
 - /healthz: the process answers (liveness; a restart is the cure when it does not).
 - /readyz: relay can take mail now: every SMTP listener is serving, the spool takes a write
-  (through the writer thread, fsynced, as a queued message would be), and the state backend
+  (through the writer thread, fsynced, as a queued message would be), its filesystem has
+  `spool.min_free` left (else new mail gets 452 4.3.1), and the state backend
   answers a read. 503 with the failing checks otherwise (readiness; traffic goes elsewhere).
 Both answer JSON; each check has `timeout` seconds.
 """

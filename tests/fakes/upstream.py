@@ -59,7 +59,8 @@ class _Handler:
 
 class FakeUpstream:
     def __init__(self, tls: str = "none", tls_context: ssl.SSLContext | None = None,
-                 credentials: tuple[str, str] | None = None, slow_delay: float = 2.0) -> None:
+                 credentials: tuple[str, str] | None = None, slow_delay: float = 2.0,
+                 port: int = 0) -> None:
         self.tls = tls
         self.tls_context = tls_context
         self.credentials = credentials
@@ -67,7 +68,7 @@ class FakeUpstream:
         self.messages: list[Received] = []
         self.rcpt_attempts: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.port = 0
+        self.port = port            # 0: any free port (a fixed one: "the provider comes back")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server = None
@@ -89,7 +90,8 @@ class FakeUpstream:
         self._thread.start()
         ssl_ctx = self.tls_context if self.tls == "implicit" else None
         future = asyncio.run_coroutine_threadsafe(
-            self._loop.create_server(self._factory, "127.0.0.1", 0, ssl=ssl_ctx, backlog=512),
+            self._loop.create_server(self._factory, "127.0.0.1", self.port, ssl=ssl_ctx,
+                                     backlog=512, reuse_address=True),
             self._loop)
         self._server = future.result(10)
         self.port = self._server.sockets[0].getsockname()[1]
