@@ -180,6 +180,18 @@ class Dns(Strict):
         return self
 
 
+class RouteTimeouts(Strict):
+    """How long relay waits for the route in each phase of a session. RFC 5321 §4.5.3.2 asks
+    MTAs to wait 5 minutes per command and 10 for the reply to the final dot; a provider's
+    submission endpoint answers in seconds, so relay waits less and retries instead of
+    holding a delivery worker. Any timeout defers the message; nothing is lost (after the
+    final dot a duplicate is possible, which is why `data` is the longest)."""
+    connect: Duration = Field(default=30.0, gt=0)   # TCP connect, implicit TLS, the 220 greeting
+    session: Duration = Field(default=60.0, gt=0)   # each of EHLO, STARTTLS with its handshake, AUTH
+    command: Duration = Field(default=60.0, gt=0)   # each of MAIL, RCPT, RSET
+    data: Duration = Field(default=300.0, gt=0)     # DATA, the message, the reply to the final dot
+
+
 class Route(Strict):
     host: str | None = None
     port: int = Field(default=587, ge=1, le=65535)
@@ -189,10 +201,27 @@ class Route(Strict):
     username: str | None = None
     password_env: str | None = None
     max_connections: int = Field(default=4, ge=1, le=256)
-    timeout: Duration = 60.0
+    timeouts: RouteTimeouts = RouteTimeouts()
     headers: dict[str, str] = {}
     outbox: Path | None = None   # write each message as an .eml file instead of sending it
     spf: SpfPolicy | None = None  # none: relay does not check senders' SPF for this route
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_timeout_for_every_phase(cls, data: object) -> object:
+        """`timeout: 60s`, the older key, still works: it sets every phase of `timeouts`."""
+        if not isinstance(data, dict) or "timeout" not in data:
+            return data
+        if "timeouts" in data:
+            raise ValueError("timeout: sets every phase at once; with timeouts, set them there")
+        data = dict(data)
+        try:
+            seconds = parse_duration(data.pop("timeout"))
+        except ValueError as exc:
+            raise ValueError(f"timeout: {exc}") from None
+        if seconds <= 0:
+            raise ValueError("timeout: must be more than 0s")
+        return {**data, "timeouts": dict.fromkeys(RouteTimeouts.model_fields, seconds)}
 
     @model_validator(mode="after")
     def _check(self) -> "Route":
@@ -415,28 +444,30 @@ class Config(Strict):
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
-    """Make the relative paths of a raw config absolute, against the config's directory."""
-    def fix(value: object) -> object:
-        if isinstance(value, str) and value and not os.path.isabs(value):
-            return str(base / value)
-        return value
-    server_tls = (raw.get("server") or {}).get("tls")
-    if isinstance(server_tls, dict):
-        for key in ("certificate", "private_key"):
-            if key in server_tls:
-                server_tls[key] = fix(server_tls[key])
-    spool = raw.get("spool")
-    if isinstance(spool, dict) and "path" in spool:
-        spool["path"] = fix(spool["path"])
-    for domain in (raw.get("domains") or {}).values():
-        for key in (domain or {}).get("dkim") or []:
-            if isinstance(key, dict) and "private_key" in key:
-                key["private_key"] = fix(key["private_key"])
-    for route in (raw.get("routes") or {}).values():
-        for key in ("outbox", "ca_file"):
-            if isinstance(route, dict) and key in route:
-                route[key] = fix(route[key])
+    """Make the relative paths of a raw config absolute, against the config's directory.
+
+    A section of the wrong type (`server: [1]`, `domains: {acme.fr: x}`) is left as it is,
+    for validation to name its path."""
+    def fix(node: object, *keys: str) -> None:
+        for key in keys:
+            value = node.get(key) if isinstance(node, dict) else None
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                node[key] = str(base / value)
+    fix(_section(_section(raw, "server"), "tls"), "certificate", "private_key")
+    fix(_section(raw, "spool"), "path")
+    for domain in _section(raw, "domains").values():
+        dkim = domain.get("dkim") if isinstance(domain, dict) else None
+        for key in dkim if isinstance(dkim, list) else []:
+            fix(key, "private_key")
+    for route in _section(raw, "routes").values():
+        fix(route, "outbox", "ca_file")
     return raw
+
+
+def _section(node: object, key: str) -> dict:
+    """`node[key]` when both are mappings, else an empty one."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _path(loc: tuple) -> str:
@@ -495,6 +526,7 @@ def load(path: Path) -> Config:
 def redacted(config: Config) -> dict:
     """The effective configuration as plain data, without secrets (for `relay check`)."""
     data = config.model_dump(mode="json")
+    data["spool"]["min_free"] = config.spool_min_free          # the default, as it applies
     for user in data.get("users", []):
         if user.get("password_hash"):
             user["password_hash"] = "(set)"

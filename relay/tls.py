@@ -1,4 +1,11 @@
-"""TLS for the listeners: the configured certificate, or a self-signed one made on first start."""
+"""TLS policy for both sides, and the listeners' certificate.
+
+`apply_policy` is the one TLS policy of relay, for the listeners (`server_context`) and for
+the routes' client contexts (`outbound/upstream.py`): TLS 1.2 or later, and for TLS 1.2 only
+AEAD cipher suites with forward secrecy (ECDHE/DHE with AES-GCM or ChaCha20-Poly1305), as
+RFC 9325 §4.2 recommends. TLS 1.3's suites are all of that kind and keep OpenSSL's defaults.
+The certificate is the configured one, or a self-signed one made on first start.
+"""
 from __future__ import annotations
 
 import datetime
@@ -18,6 +25,19 @@ from relay.errors import ConfigError
 
 log = logging.getLogger("relay")
 
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2     # SSLv3, TLS 1.0 and 1.1 are gone (RFC 8996)
+# No RC4, 3DES, NULL, EXPORT, anonymous, MD5, CBC (SHA-1 or SHA-2) or static RSA key
+# exchange; SECLEVEL=2: no key below 2048 bits (RSA/DH) or 224 bits (EC)
+CIPHERS = ("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+           ":!aNULL:!eNULL:!PSK:!SRP:!DSS:@SECLEVEL=2")
+
+
+def apply_policy(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Restrict `context` to relay's TLS policy (see the module docstring); returns it."""
+    context.minimum_version = MINIMUM_VERSION
+    context.set_ciphers(CIPHERS)
+    return context
+
 
 def server_context(tls: TLSConfig, state_dir: Path, hostname: str) -> ssl.SSLContext:
     """The listeners' TLS context; an unusable file is a ConfigError naming its key."""
@@ -28,8 +48,8 @@ def server_context(tls: TLSConfig, state_dir: Path, hostname: str) -> ssl.SSLCon
         for name, path in (("certificate", cert), ("private_key", key)):
             if not os.access(path, os.R_OK):
                 raise ConfigError([f"server.tls.{name}: cannot read {path}"])
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = apply_policy(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE     # our order (strongest first) decides
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, ValueError) as exc:

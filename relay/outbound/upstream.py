@@ -8,11 +8,25 @@ as an `.eml` file (fsync + rename), for trying relay without a provider account.
 A route answers `send()` with one `UpstreamReply` per recipient. When no reply can be had at
 all (connection refused, TLS failure, timeout, disconnect, AUTH refused) it raises
 `RouteUnavailable`, which the delivery pipeline treats as a temporary failure of every
-recipient: our own or the provider's trouble is never a bounce.
+recipient: our own or the provider's trouble is never a bounce. Its text names the phase
+and the fault ("TLS failed at STARTTLS: ...", "AUTH refused: 535 ...", "no reply within
+300s at DATA ..."); it becomes the deferred recipients' reply in the event log, and a
+warning in the log.
+
+Faults and what they become (each wait is bounded by the route's `timeouts`):
+- connection refused or lost, a timeout, a TLS failure, AUTH refused (even 5xx: relay's
+  credentials are the operator's to fix, and the mail waits until `spool.max_age`):
+  `RouteUnavailable`, and the session is closed;
+- lost or timed out after the message was sent, before the reply to the final dot: the
+  same, though the provider may have the message; sending it again risks a duplicate, not
+  a loss (RFC 5321 §4.5.3.2.6);
+- `421` to any command (RFC 5321 §3.8: the server is closing the channel): the recipients
+  not refused yet get that 421 (deferred), and the session is never used again.
 """
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import ssl
@@ -23,7 +37,7 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Route
-from relay import replies
+from relay import replies, tls
 from relay.replies import Reply
 
 log = logging.getLogger("relay.upstream")
@@ -64,6 +78,20 @@ class RouteClient(Protocol):
 
 # --- SMTP ----------------------------------------------------------------------------
 
+class Phase(enum.StrEnum):
+    """Where in a session a route failed, as its `RouteUnavailable` says."""
+    CONNECT = "connecting"            # TCP, implicit TLS, the 220 greeting
+    EHLO = "at EHLO"
+    STARTTLS = "at STARTTLS"
+    AUTH = "at AUTH"
+    MAIL = "at MAIL"
+    RCPT = "at RCPT"
+    DATA = "at DATA"                  # DATA, the message, the reply to the final dot
+
+
+_CLOSING = 421                        # RFC 5321 §3.8: service not available, closing the channel
+
+
 class SmtpRoute:
     def __init__(self, name: str, route: Route, local_hostname: str,
                  tls_context: ssl.SSLContext | None = None) -> None:
@@ -72,7 +100,7 @@ class SmtpRoute:
         self.description = f"{route.host}:{route.port}"
         self.local_hostname = local_hostname
         if tls_context is None and route.tls != "none":
-            tls_context = ssl.create_default_context(cafile=route.ca_file)
+            tls_context = tls.apply_policy(ssl.create_default_context(cafile=route.ca_file))
             if not route.verify_tls:
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
@@ -88,18 +116,26 @@ class SmtpSession:
     def __init__(self, client: SmtpRoute) -> None:
         self.client = client
         self.smtp: aiosmtplib.SMTP | None = None
+        self.phase = Phase.CONNECT
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        route = self.client.route
+        route, timeouts = self.client.route, self.client.route.timeouts
+        self.phase = Phase.CONNECT
         smtp = aiosmtplib.SMTP(
             hostname=route.host, port=route.port, local_hostname=self.client.local_hostname,
-            timeout=route.timeout, use_tls=route.tls == "implicit",
-            start_tls=True if route.tls == "starttls" else False,
+            timeout=timeouts.command, use_tls=route.tls == "implicit", start_tls=False,
             tls_context=self.client.tls_context if route.tls != "none" else None)
-        await smtp.connect()
-        await smtp.ehlo()          # learn the extensions (again, after STARTTLS: RFC 3207 §4.2)
+        await smtp.connect(timeout=timeouts.connect)
+        self.phase = Phase.EHLO
+        await smtp.ehlo(timeout=timeouts.session)
+        if route.tls == "starttls":
+            self.phase = Phase.STARTTLS
+            await smtp.starttls(timeout=timeouts.session)
+            self.phase = Phase.EHLO
+            await smtp.ehlo(timeout=timeouts.session)   # learn them again: RFC 3207 §4.2
         if route.username:
-            await smtp.login(route.username, route.password() or "")
+            self.phase = Phase.AUTH
+            await smtp.login(route.username, route.password() or "", timeout=timeouts.session)
         return smtp
 
     async def send(self, mail_from: str, recipients: list[str], body: bytes,
@@ -107,49 +143,86 @@ class SmtpSession:
         try:
             if self.smtp is None or not self.smtp.is_connected:
                 self.smtp = await self._connect()
-            return await self._transaction(self.smtp, mail_from, recipients, body, options)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            answers = await self._transaction(self.smtp, mail_from, recipients, body, options)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             await self.close()
-            raise RouteUnavailable(f"{self.client.description}: {_describe(exc)}") from exc
+            detail = f"{self.client.description}: {self._describe(exc)}"
+            log.warning("route %s unavailable: %s", self.client.name, detail)
+            raise RouteUnavailable(detail) from exc
         except Exception as exc:              # never reuse a session left mid-transaction
             await self.close()
             log.exception("unexpected failure talking to %s", self.client.description)
             raise RouteUnavailable(f"{self.client.description}: {type(exc).__name__}") from exc
+        if any(a.code == _CLOSING for a in answers):
+            await self.close()                # the server said it is closing: never reuse it
+        return answers
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str],
                            body: bytes, options: list[str]) -> list[UpstreamReply]:
+        timeouts = self.client.route.timeouts
         utf8 = "SMTPUTF8" in options and smtp.supports_extension("smtputf8")
         mail_options = [o for o in options if o == "BODY=8BITMIME" and smtp.supports_extension("8bitmime")]
         if utf8:
             mail_options.append("SMTPUTF8")
         encoding = "utf-8" if utf8 else "ascii"
+        self.phase = Phase.MAIL
         try:
-            await smtp.mail(mail_from, options=mail_options, encoding=encoding)
+            await smtp.mail(mail_from, options=mail_options, encoding=encoding,
+                            timeout=timeouts.command)
         except aiosmtplib.SMTPSenderRefused as exc:
-            await _reset(smtp)
+            if exc.code != _CLOSING:
+                await _reset(smtp, timeouts.command)
             return [UpstreamReply(exc.code, exc.message)] * len(recipients)
         except UnicodeEncodeError:
-            await _reset(smtp)
+            await _reset(smtp, timeouts.command)
             return [_NO_SMTPUTF8] * len(recipients)
+        self.phase = Phase.RCPT
         answers: list[UpstreamReply | None] = []
         for rcpt in recipients:
             try:
-                await smtp.rcpt(rcpt, encoding=encoding)
+                await smtp.rcpt(rcpt, encoding=encoding, timeout=timeouts.command)
                 answers.append(None)
             except aiosmtplib.SMTPRecipientRefused as exc:
+                if exc.code == _CLOSING:      # this one and every one not refused yet
+                    closing = UpstreamReply(exc.code, exc.message)
+                    answers += [None] * (len(recipients) - len(answers))
+                    return [r or closing for r in answers]
                 answers.append(UpstreamReply(exc.code, exc.message))
             except UnicodeEncodeError:
                 answers.append(_NO_SMTPUTF8)
         if all(r is not None for r in answers):
-            await _reset(smtp)
+            await _reset(smtp, timeouts.command)
             return answers  # type: ignore[return-value]
+        self.phase = Phase.DATA
         try:
-            response = await smtp.data(body)
+            response = await smtp.data(body, timeout=timeouts.data)
             accepted = UpstreamReply(response.code, response.message)
         except aiosmtplib.SMTPDataError as exc:
             accepted = UpstreamReply(exc.code, exc.message)
-            await _reset(smtp)
+            if exc.code != _CLOSING:
+                await _reset(smtp, timeouts.command)
         return [r if r is not None else accepted for r in answers]
+
+    def _describe(self, exc: BaseException) -> str:
+        """What went wrong, and where: the text of the deferred recipients' reply."""
+        timeouts = self.client.route.timeouts
+        phase = self.phase
+        after_data = (" (the provider may have the message: it is sent again)"
+                      if phase is Phase.DATA else "")
+        tls_error = _tls_error(exc)
+        if tls_error is not None or phase is Phase.STARTTLS:
+            return f"TLS failed {phase}: {_text(tls_error or exc)}"
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            return f"AUTH refused: {exc.code} {exc.message} (check the route's username and password_env)"
+        if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError)):
+            waited = {Phase.CONNECT: timeouts.connect, Phase.EHLO: timeouts.session,
+                      Phase.AUTH: timeouts.session, Phase.DATA: timeouts.data}.get(phase, timeouts.command)
+            return f"no reply within {waited:g}s {phase}{after_data}"
+        if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+            return f"connection lost {phase}{after_data}"
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return f"{phase}: {exc.code} {exc.message}"
+        return f"failed {phase}: {_text(exc)}"
 
     async def close(self) -> None:
         smtp, self.smtp = self.smtp, None
@@ -164,14 +237,26 @@ class SmtpSession:
             smtp.close()
 
 
-async def _reset(smtp: aiosmtplib.SMTP) -> None:
+async def _reset(smtp: aiosmtplib.SMTP, timeout: float) -> None:
+    """RSET after a refused transaction, so the session can carry the next one (never after
+    a 421: the server is closing, and `send` closes the session)."""
+    if not smtp.is_connected:
+        return
     try:
-        await smtp.rset()
+        await smtp.rset(timeout=timeout)
     except aiosmtplib.SMTPResponseException:
         pass
 
 
-def _describe(exc: BaseException) -> str:
+def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
+    """The TLS error behind `exc`, if any (aiosmtplib wraps a failed implicit-TLS handshake
+    in SMTPConnectError)."""
+    while exc is not None and not isinstance(exc, ssl.SSLError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _text(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -244,6 +244,38 @@ def test_route_username_needs_password_env():
     assert line.startswith("routes.r: username needs password_env")
 
 
+def test_route_timeouts_default_per_phase():
+    """Shorter than RFC 5321 §4.5.3.2's MTA minimums, longest for the final dot."""
+    timeouts = parse(with_(MINIMAL, routes={"r": {"host": "h"}})).routes["r"].timeouts
+    assert (timeouts.connect, timeouts.session, timeouts.command, timeouts.data) == (30, 60, 60, 300)
+
+
+def test_route_timeouts_are_set_per_phase():
+    """A phase left out keeps its default."""
+    data = with_(MINIMAL, routes={"r": {"host": "h", "timeouts": {"connect": "5s", "data": "10m"}}})
+    timeouts = parse(data).routes["r"].timeouts
+    assert (timeouts.connect, timeouts.session, timeouts.command, timeouts.data) == (5, 60, 60, 600)
+
+
+def test_route_timeout_sets_every_phase():
+    """`timeout`, the older single key, still works: every phase gets its value."""
+    timeouts = parse(with_(MINIMAL, routes={"r": {"host": "h", "timeout": "10s"}})).routes["r"].timeouts
+    assert (timeouts.connect, timeouts.session, timeouts.command, timeouts.data) == (10, 10, 10, 10)
+
+
+@pytest.mark.parametrize("route, error", [
+    ({"timeout": "10s", "timeouts": {"data": "1m"}},
+     "routes.r.timeout: sets every phase at once; with timeouts, set them there"),
+    ({"timeout": "forever"}, 'routes.r.timeout: expected a duration like "30s"'),
+    ({"timeout": "0s"}, "routes.r.timeout: must be more than 0s"),
+    ({"timeouts": {"connect": "0s"}}, "routes.r.timeouts.connect: Input should be greater than 0"),
+    ({"timeouts": {"greeting": "1m"}}, "routes.r.timeouts.greeting: unknown key"),
+])
+def test_route_timeout_errors_name_the_key(route, error):
+    [line] = errors_of(with_(MINIMAL, routes={"r": {"host": "h", **route}}))
+    assert line.startswith(error), line
+
+
 def test_password_env_must_be_set(monkeypatch):
     """A secret missing from the environment is a load error naming the route's key."""
     monkeypatch.delenv("RELAY_TEST_MISSING_SECRET", raising=False)

@@ -82,3 +82,8 @@ def test_embedded_default_and_example_keep_networks_users_working(monkeypatch):
     monkeypatch.setenv("RELAY_WEBHOOK_TOKEN", "t")
     example = config.load(Path(__file__).resolve().parents[2] / "config" / "relay.example.yaml")
     assert example.warnings() == []
+
+
+def test_relay_check_shows_the_min_free_that_applies():
+    loaded = load([{"name": "a", "port": 587}], server={"max_message_size": "150MB"})
+    assert config.redacted(loaded)["spool"]["min_free"] == 2 * parse_size("150MB")
