@@ -223,9 +223,14 @@ async def _report(transport: asyncio.WriteTransport) -> None:
 
 
 def _report_once(transport: asyncio.WriteTransport, last: str) -> str:
+    if transport.is_closing():                    # the listener is gone: nobody reads them
+        return last
     line = json.dumps(metrics.snapshot(), separators=(",", ":"))
     if line != last and transport.get_write_buffer_size() < _REPORT_BACKLOG:
-        transport.write(line.encode() + b"\n")
+        try:
+            transport.write(line.encode() + b"\n")
+        except (RuntimeError, OSError):           # closed meanwhile (uvloop raises RuntimeError)
+            return last
         return line
     return last
 
