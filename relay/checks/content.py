@@ -50,27 +50,32 @@ def split(data: bytes) -> tuple[list[Header], bytes]:
     """Split a CRLF message into header fields and body.
 
     A line in the header section that is not a field (no colon, bad name) ends the header
-    section there, as Postfix does: the rest is body, nothing is dropped."""
-    headers: list[Header] = []
+    section there, as Postfix does: the rest is body, nothing is dropped. A field's value is
+    sliced out once its last continuation line is known (joining as lines come would copy
+    the field again for each of them: quadratic in a hostile header's length)."""
+    fields: list[tuple[bytes, int, int]] = []     # name, where its value starts and ends
     pos = 0
     end = len(data)
+    body = b""
     while pos < end:
         eol = data.find(b"\r\n", pos)
         if eol < 0:
             eol = end
         line = data[pos:eol]
         if not line:                                   # the empty line: body follows
-            return headers, data[min(eol + 2, end):]
-        if line[:1] in (b" ", b"\t") and headers:      # folded continuation
-            name, value = headers[-1]
-            headers[-1] = (name, value + b"\r\n" + line)
+            body = data[min(eol + 2, end):]
+            break
+        if line[:1] in (b" ", b"\t") and fields:      # folded continuation
+            name, start, _ = fields[-1]
+            fields[-1] = (name, start, eol)
         else:
-            name, colon, value = line.partition(b":")
+            name, colon, _ = line.partition(b":")
             if not colon or not _FIELD_NAME.match(name):
-                return headers, data[pos:]
-            headers.append((name, value))
+                body = data[pos:]
+                break
+            fields.append((name, pos + len(name) + 1, eol))
         pos = eol + 2
-    return headers, b""
+    return [(name, data[start:stop]) for name, start, stop in fields], body
 
 
 def parse(data: bytes) -> Parsed:
@@ -84,7 +89,10 @@ def parse(data: bytes) -> Parsed:
     if len(froms) > 1:
         raise PolicyError(replies.R550_MANY_FROM)
     text = froms[0].decode("utf-8", "surrogateescape").replace("\r\n", "")
-    addresses = [a for _, a in email.utils.getaddresses([text]) if a]
+    try:
+        addresses = [a for _, a in email.utils.getaddresses([text]) if a]
+    except RecursionError:          # comments nested a thousand deep: `email` recurses
+        raise PolicyError(replies.R550_BAD_FROM, "From nests comments too deep") from None
     if len(addresses) != 1 or "@" not in addresses[0]:
         raise PolicyError(replies.R550_BAD_FROM)
     if not addresses[0].isprintable():      # undecodable 8-bit or control characters

@@ -23,8 +23,8 @@ import email.parser
 import email.utils
 import time
 
-from relay.feedback.dsn import (NotAReport, domain_of, header, identify, original_message,
-                                parse_date, read_report)
+from relay.feedback.dsn import (NotAReport, domain_of, header, identify, is_mailbox,
+                                original_message, parse_date, read_report)
 from relay.feedback.events import FeedbackEvent, FeedbackKind, dedupe_key
 
 __all__ = ["NotAReport", "parse_arf", "COMPLAINT_TYPES"]
@@ -96,7 +96,8 @@ def _all(message: email.message.Message, name: str) -> list[str]:
 
 def _addresses(values: list[str]) -> list[str]:
     pairs = email.utils.getaddresses([" ".join(v.split()) for v in values])
-    return [a.strip().strip("<>") for _, a in pairs if "@" in a]
+    addresses = (a.strip().strip("<>") for _, a in pairs)
+    return [a for a in addresses if is_mailbox(a)]
 
 
 def _plain_domain(value: str) -> str | None:

@@ -16,7 +16,7 @@ is the domain of the original's From. `at` is the block's Last-Attempt-Date, els
 report's Date, else `received_at` (the caller's clock), else the current time.
 
 Also the reading of any RFC 6522 report, which `arf.py` shares: `read_report`,
-`original_message`, `identify`, `domain_of`, `parse_date`, `header`.
+`original_message`, `identify`, `is_mailbox`, `domain_of`, `parse_date`, `header`.
 
     ValueError
      +-- NotAReport      not a multipart/report of the expected report-type
@@ -140,15 +140,21 @@ def _address(value: str) -> str:
         address, kind = kind, "rfc822"
     address = address.strip().strip("<>").strip()
     if kind.strip().lower() == "utf-8":
-        address = _UTF8_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), address)
-    return address if "@" in address else ""
+        try:
+            address = _UTF8_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), address)
+        except ValueError:               # past U+10FFFF: no Unicode scalar value, no mailbox
+            return ""
+    return address if is_mailbox(address) else ""
 
 
 # --- any RFC 6522 report: shared with arf.py -------------------------------------------------
 
 def read_report(message: bytes, report_type: str) -> email.message.Message:
     """The parsed message if it is a multipart/report of `report_type`; NotAReport otherwise."""
-    parsed = email.message_from_bytes(message, policy=_POLICY)
+    try:
+        parsed = email.message_from_bytes(message, policy=_POLICY)
+    except RecursionError:       # `email` parses nested parts recursively: ~300 levels deep
+        raise NotAReport("MIME parts nested too deep to read") from None
     if parsed.get_content_type() != "multipart/report" or not parsed.is_multipart():
         raise NotAReport(f"not a multipart/report but {parsed.get_content_type()}")
     found = (parsed.get_param("report-type") or "")
@@ -177,6 +183,14 @@ def identify(original: email.message.Message | None) -> tuple[str | None, str | 
         return None, None
     message_id = header(original, "Message-ID") or None
     return message_id, domain_of(header(original, "From"))
+
+
+def is_mailbox(address: str) -> bool:
+    """`local@domain`, both parts present, nothing unprintable (a control character, a lone
+    surrogate from an escape) and no space in the domain: an address events may name."""
+    local, at, domain = address.rpartition("@")
+    return bool(local and at and domain) and address.isprintable() and \
+        not any(c.isspace() for c in domain)
 
 
 def domain_of(value: str) -> str | None:

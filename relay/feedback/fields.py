@@ -23,11 +23,23 @@ class WebhookPayloadError(ValueError):
     """The body is not this provider's webhook; the message says what is wrong with it."""
 
 
-def load(body: bytes, provider: str) -> Any:
+def load(body: bytes | str, provider: str, what: str = "body") -> Any:
+    """The JSON value of `body` (or of a field holding JSON, named by `what`).
+
+    Refused besides what does not parse: nesting deeper than the parser's recursion (a
+    body of 100 000 `[`), and strings holding a lone UTF-16 surrogate (`"\\ud800"`, which
+    RFC 8259 §8.2 leaves unpredictable): no address or id of ours can hold one, and the
+    spool's SQLite could not store it."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
-        raise WebhookPayloadError(f"{provider}: body is not JSON ({e})") from None
+        data = json.loads(body)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")      # lone surrogates raise
+    except RecursionError:
+        raise WebhookPayloadError(f"{provider}: {what} is JSON nested too deep") from None
+    except UnicodeEncodeError:
+        raise WebhookPayloadError(f"{provider}: {what} holds a lone UTF-16 surrogate") from None
+    except ValueError as e:      # JSONDecodeError, and UnicodeDecodeError, are ValueErrors
+        raise WebhookPayloadError(f"{provider}: {what} is not JSON ({e})") from None
+    return data
 
 
 def objects(data: Any, provider: str, allow_array: bool = True) -> list[dict]:
@@ -77,21 +89,26 @@ def recipient(obj: dict, field: str, where: str) -> str:
 
 
 def address(value: Any, where: str) -> str:
-    """`local@domain` as given (stripped); suppressions compare it lower-cased."""
+    """`local@domain` as given (stripped); suppressions compare it lower-cased. No space and
+    nothing unprintable (NUL, a control or format character) in it."""
     found = value.strip() if isinstance(value, str) else ""
     local, at, domain = found.rpartition("@")
-    if not (local and at and domain) or any(c.isspace() for c in found):
+    if not (local and at and domain) or not found.isprintable() or any(c.isspace() for c in found):
         raise WebhookPayloadError(f"{where}: not an email address")
     return found
 
 
 def number(obj: dict, field: str, where: str) -> float:
     value = obj.get(field)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value < 0):   # json.loads accepts NaN and Infinity
+    try:
+        seconds = (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                   else math.nan)
+    except OverflowError:                 # an integer of 400 digits is no float
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:   # json.loads accepts NaN and Infinity
         raise WebhookPayloadError(f"{where}: missing {field!r}" if value is None
                                   else f"{where}: {field!r} is not a Unix time")
-    return float(value)
+    return seconds
 
 
 def iso_time(obj: dict, field: str, where: str) -> float:
@@ -135,7 +152,7 @@ def sender_domain(*candidates: Any) -> str | None:
         if isinstance(value, str) and value.strip().startswith("{"):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):     # a custom field is free text
                 continue
         domain = _domain_in(value)
         if domain:

@@ -157,10 +157,7 @@ def parse_ses(body: bytes) -> list[FeedbackEvent]:
         return []
     if kind != "Notification":
         raise WebhookPayloadError(f"ses: unknown SNS Type {kind!r}")
-    try:
-        message = json.loads(fields.required_str(envelope, "Message", "ses"))
-    except ValueError as e:
-        raise WebhookPayloadError(f"ses: 'Message' is not JSON ({e})") from None
+    message = fields.load(fields.required_str(envelope, "Message", "ses"), "ses", "'Message'")
     if not isinstance(message, dict):
         raise WebhookPayloadError("ses: 'Message' is not a JSON object")
     return _ses_events(message)
@@ -174,7 +171,7 @@ def ses_subscription_url(body: bytes) -> str | None:
     """
     try:
         envelope = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(envelope, dict) or envelope.get("Type") != "SubscriptionConfirmation":
         return None

@@ -19,7 +19,7 @@ import warnings
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from relay import metrics, replies
 from relay.config import Config, Listener
@@ -60,6 +60,15 @@ def with_enhanced_code(line: str) -> str:
     return f"{line[:4]}{enhanced} {line[4:]}" if len(line) > 4 else f"{line[:4]}{enhanced}"
 
 
+def printable(line: str) -> str:
+    """A reply line as RFC 5321 §4.2 allows its text (printable, UTF-8 by RFC 6531): a
+    control character or an undecodable byte that it repeats of the client's input (aiosmtpd
+    answers `500 Error: command "<name>" not recognized`) becomes "?"."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in line)
+
+
 class RelaySMTP(SMTP):
     line_length_limit = 65536          # applications do send long HTML lines; don't refuse them
 
@@ -83,6 +92,8 @@ class RelaySMTP(SMTP):
     def _answering(self, name: str, method):
         @functools.wraps(method)            # keeps aiosmtpd's syntax marks (HELP reads them)
         async def call(arg):
+            if self._hung_up():         # after "502 ... goodbye": pipelined commands don't run
+                return
             self._command = name
             await method(arg)       # (if it raises, handle_exception's reply is still its)
             self._command = "OTHER"                 # for a line refused before any command runs
@@ -90,7 +101,14 @@ class RelaySMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         """An exception escaped a command: `reply_for` makes it a reply (451 4.3.0 with a
-        reference, for anything unexpected), and it counts as a refusal."""
+        reference, for anything unexpected), and it counts as a refusal. A STARTTLS handshake
+        that failed (a scanner, a client without a common protocol or suite) is the client's
+        matter: one info line, and aiosmtpd closes the connection."""
+        if isinstance(error, TLSSetupException):
+            cause = error.__cause__
+            log.info("STARTTLS handshake with %s failed: %s", self._state.ip,
+                     (str(cause) or type(cause).__name__) if cause else "no reason given")
+            return str(replies.R421_SHUTTING_DOWN)          # never sent: the channel is gone
         reply = reply_for(error, self._state.queue_id or secrets.token_hex(4))
         refused(self._state, self._command, reply, type(error).__name__)
         return str(reply)
@@ -134,7 +152,11 @@ class RelaySMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         """Every reply leaves through here: aiosmtpd's own lines become relay's named replies
         or get an enhanced status code (RFC 2034: every 2xx/4xx/5xx but the greeting and the
-        HELO/EHLO answers), and a multi-line reply is written in one piece."""
+        HELO/EHLO answers), what a reply repeats of the client's input is made printable,
+        a multi-line reply is written in one piece, and nothing is written to a session
+        relay has closed."""
+        if self._hung_up():             # nothing more to say (a closing TLS transport raises)
+            return
         if isinstance(status, str):
             for prefix, reply in _LIBRARY_REPLIES:
                 if status.startswith(prefix):
@@ -145,6 +167,7 @@ class RelaySMTP(SMTP):
             else:
                 if self._greeted and not self._in_hello:
                     status = with_enhanced_code(status)
+            status = printable(status)
             if status[3:4] == "-":                   # more lines follow: write them together
                 self._continued.append(status)
                 return
@@ -158,6 +181,11 @@ class RelaySMTP(SMTP):
             self._greeted = True
             self._command = "OTHER"                  # the greeting was CONNECT's
         await super().push(status)
+
+    def _hung_up(self) -> bool:
+        """relay closed this session (aiosmtpd's goodbye after too many unknown commands)
+        while commands the client pipelined are still buffered."""
+        return self.transport is None or self.transport.is_closing()
 
     async def smtp_EHLO(self, hostname: str):
         self._in_hello = True
@@ -174,7 +202,9 @@ class RelaySMTP(SMTP):
             self._in_hello = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's address parsing, without the class it defines on every call."""
+        """aiosmtpd's address parsing, without the class it defines on every call. An address
+        holding bytes that are not UTF-8 (aiosmtpd keeps them as surrogate escapes) is
+        malformed, SMTPUTF8 or not (RFC 6531 §3.3): 553 5.1.3, as no mailbox can have it."""
         if not arg:
             return "", ""
         if arg.lstrip().startswith("<>"):                 # the null reverse-path (DSNs)
@@ -182,7 +212,8 @@ class RelaySMTP(SMTP):
         try:
             parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
             address, rest = parse(arg)
-        except HeaderParseError:
+            address.addr_spec.encode("utf-8")
+        except (HeaderParseError, UnicodeEncodeError):
             return None, None
         return address.addr_spec, rest
 

@@ -35,8 +35,8 @@ def add_routes(app: web.Application, webhooks: dict[str, Webhook], record: Recor
 def _authorized(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.strip().encode(), token.encode())
+    if scheme.lower() == "bearer":      # aiohttp decodes headers with surrogateescape
+        return hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), token.encode())
     if scheme.lower() == "basic":
         try:
             _, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")

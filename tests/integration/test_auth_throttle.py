@@ -71,8 +71,10 @@ def test_failures_are_slowed_then_locked_out_then_forgiven(relay, clock, client_
             code, text = client.auth(password)
             assert (code, text[:5]) == (454, b"4.7.0")
         assert len(clock.sleeps) == sleeps_at_lock         # refusals are immediate
-        code, _ = client.smtp.docmd("MAIL", "FROM:<billing@acme.fr>")
-        assert code == 250                                 # 127.0.0.1 is still erp by network
+        code, text = client.smtp.docmd("MAIL", "FROM:<billing@acme.fr>")
+        assert (code, text[:5]) == (530, b"5.7.0")        # a submission port: locked out of
+                                                           # AUTH is locked out of sending, even
+                                                           # from erp's network
 
         clock.advance(LOCKOUT - 1 - clock.sleeps[sleeps_at_lock - 1])  # the lock began before
         assert client.auth(PASSWORD)[0] == 454                          # the last slowed reply

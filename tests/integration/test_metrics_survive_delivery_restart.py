@@ -61,7 +61,8 @@ def test_readyz_says_which_listener_is_down(make_relay):
     relay = make_relay(metrics={"address": "127.0.0.1", "port": 0})
     port = relay.relay.metrics_port
     status, body = ready(port)
-    assert (status, body["checks"]) == (200, {"listeners": "ok", "spool": "ok", "state": "ok"})
+    assert (status, body["checks"]) == (200, {"listeners": "ok", "spool": "ok", "spool_space": "ok",
+                                       "state": "ok"})
 
     async def close_local() -> None:
         relay.relay.listeners.servers["local"].close()
