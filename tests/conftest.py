@@ -6,10 +6,13 @@ run it, and tests talk to it with the standard library's smtplib over real socke
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -204,3 +207,12 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
             return result
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def readyz(port: int) -> tuple[int, dict]:
+    """GET /readyz on the metrics listener: (status, the JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

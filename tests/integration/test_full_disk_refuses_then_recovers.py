@@ -9,15 +9,13 @@ free again, and relay takes mail again by itself.
 """
 from __future__ import annotations
 
-import json
 import re
 import smtplib
-import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.conftest import message, wait_until
+from tests.conftest import message, readyz, wait_until
 from tests.fakes.upstream import FakeUpstream
 from tests.processes import free_port
 from tests.tmpfs import mounted
@@ -41,14 +39,6 @@ def send(port: int, token: str) -> tuple[int, str]:
 def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return {m[1]: float(m[2]) for m in re.finditer(r"^(relay_spool_\w+) (\S+)$", text, re.M)}
-
-
-def readyz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture

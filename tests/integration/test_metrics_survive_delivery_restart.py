@@ -4,14 +4,13 @@ go back), relay_delivery_process_restarts_total counts the restart, and the new 
 deliveries add to the old ones. /readyz stays ready throughout: mail is still accepted."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import message, submit, wait_until
+from tests.conftest import message, readyz, submit, wait_until
 
 
 def counters(port: int) -> dict[tuple[str, frozenset], float]:
@@ -24,14 +23,6 @@ def counters(port: int) -> dict[tuple[str, frozenset], float]:
 def delivered(port: int) -> float:
     key = ("relay_deliveries_total", frozenset({"route": "provider", "result": "delivered"}.items()))
     return counters(port).get(key, 0.0)
-
-
-def ready(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_counters_survive_a_delivery_process_crash(make_relay, upstream):
@@ -50,7 +41,7 @@ def test_counters_survive_a_delivery_process_crash(make_relay, upstream):
     wait_until(lambda: relay.relay.delivery._proc.pid != old and restarts() == before + 1,
                timeout=15, what="the delivery process to be restarted")
     assert delivered(port) == 3                     # the dead process's count is kept
-    assert ready(port)[0] == 200
+    assert readyz(port)[0] == 200
 
     for i in range(2):
         assert submit(smtp, "billing@acme.fr", [f"second{i}@example.net"], message()) == {}
@@ -60,14 +51,14 @@ def test_counters_survive_a_delivery_process_crash(make_relay, upstream):
 def test_readyz_says_which_listener_is_down(make_relay):
     relay = make_relay(metrics={"address": "127.0.0.1", "port": 0})
     port = relay.relay.metrics_port
-    status, body = ready(port)
+    status, body = readyz(port)
     assert (status, body["checks"]) == (200, {"listeners": "ok", "spool": "ok", "spool_space": "ok",
                                        "state": "ok"})
 
     async def close_local() -> None:
         relay.relay.listeners.servers["local"].close()
     relay.call(close_local())
-    status, body = ready(port)
+    status, body = readyz(port)
     assert status == 503
     assert body["status"] == "not ready"
     assert body["checks"]["listeners"] == "not listening: local"

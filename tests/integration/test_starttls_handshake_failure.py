@@ -4,7 +4,6 @@ flood the log. Other sessions go on."""
 from __future__ import annotations
 
 import logging
-import smtplib
 import socket
 
 from tests.conftest import PASSWORD, message, submit, wait_until

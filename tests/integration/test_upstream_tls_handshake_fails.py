@@ -6,7 +6,6 @@ message goes.
 import json
 import ssl
 
-import pytest
 import trustme
 
 from tests.conftest import message, submit, wait_until
