@@ -10,12 +10,13 @@ Bulk mail may use only `1 - limits.bulk.reserve` of 1 to 3 (80% by default): the
 transactional mail's, so a newsletter never holds back a password reset. Mail held by a rate
 (0 and 1) gets a slot of its own in its domain's line, at the rate's pace (`rates.Line`), so
 a backlog of 100,000 comes due a few at a time, not all at once to be held again.
+Limits count recipients (DESIGN "Governance unit"), and a grant can be partial: a message
+whose recipients do not all fit gets what fits now, and its other recipients wait, in its
+place in the line, until their turn. No message passes a rate, a bulk pace or a daily cap
+whole, however many recipients it has: one larger than a day's cap leaves over several days.
 A "wait" is not an attempt: the message stays queued and is due again at T. Daily volumes and
 first-send days come from the spool database at start and are counted in memory as
 deliveries happen; the spool persists them with each delivery outcome.
-
-The first message of a day always passes the daily caps, so a message with more recipients
-than a day's cap is not held forever.
 """
 from __future__ import annotations
 
@@ -52,6 +53,16 @@ class Hold:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """`count` recipients may go now; the rest wait until `hold.until` (None: all granted)."""
+    count: int
+    hold: Hold | None
+
+
+_UNLIMITED = 1 << 62
+
+
 class Governor:
     def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
                  volumes: dict[tuple[str, int], int],
@@ -78,29 +89,62 @@ class Governor:
         the operator's pauses (`relay domains pause`) and the reputation rules' ones."""
         self._paused = dict(paused)
 
-    def admit(self, domain: str, recipients: int, bulk: bool = False,
-              ticket: str | None = None) -> Hold | None:
-        """None: send now. A Hold: wait until `hold.until` (not an attempt). `ticket` (the
-        message id) keeps a message held by a rate in its place in the line (`rates.Line`)."""
+    def reserve(self, domain: str, asked: int, bulk: bool = False,
+                ticket: str | None = None) -> Grant:
+        """How many of `asked` recipients may go now, and when to ask for the rest: one
+        decision, counted at once (the rate windows and the recipients in flight), so
+        parallel workers never pass a limit together. No message passes a limit whole: the
+        grant is what fits every rate and the day's cap; the rest waits (not an attempt).
+        `ticket` (the message id) keeps a message held by a rate in its place in the line."""
         now = self.clock.now()
         pause = self._paused.get(domain)
         if pause is not None and (pause[0] == "all" or bulk):
-            return Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1])
-        hold = self._rate_hold(domain, recipients, bulk, now)
+            return Grant(0, Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
+        line = domain + ("#bulk" if bulk else "")
+        turn = self._line.turn(ticket)
+        if ticket is not None and not turn and self._line.waiting(line, now):
+            spacing, reason, detail = self._pace(domain, bulk)        # behind the held mail
+            return Grant(0, Hold(self._line.take(line, ticket, now, asked, spacing), reason, detail))
+        room = self._rate_room(domain, bulk, now)
+        cap_room, cap_hold = self._cap_room(domain, bulk, now)
+        granted = min(asked, room, cap_room)
+        if granted:
+            self._count(domain, granted, bulk, now)
+        if granted == asked:
+            return Grant(granted, None)
+        if cap_room <= min(asked, room):          # the day's cap binds: tomorrow
+            return Grant(granted, cap_hold)
+        hold = self._rate_hold(domain, bulk, now)     # when one more fits, after this grant
         if ticket is not None:
-            hold = self._in_line(domain, recipients, bulk, ticket, hold, now)
-        if hold is not None:
-            return hold
+            # its turn came, but not the window's: a slot at the line's head; otherwise (a
+            # newcomer, or the rest of a message partly granted) the line's next slot, so
+            # mail that comes later queues behind it
+            # (a slot's length is at most one window: the rest of a big message must not
+            # queue behind its own earlier slot, next time round)
+            spacing, _, _ = self._pace(domain, bulk)
+            place = self._line.again if turn and not granted else self._line.take
+            units = min([asked - granted] + [limit.count for _, limit, _, _
+                                             in self._rate_checks(domain, bulk)])
+            hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
+        return Grant(granted, hold)
+
+    def _rate_room(self, domain: str, bulk: bool, now: float) -> int:
+        """How many recipients every rate lets through now."""
+        return min((self._windows.room(key, limit, now)
+                    for key, limit, _, _ in self._rate_checks(domain, bulk)), default=_UNLIMITED)
+
+    def _cap_room(self, domain: str, bulk: bool, now: float) -> tuple[int, Hold | None]:
+        """How many recipients the day's cap (warm-up or spike) still lets through, counting
+        those in flight; the hold until tomorrow for the rest."""
         today = day_of(now)
-        # in flight counts too: parallel workers must not all pass a nearly full cap
-        sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
-        if sent == 0:
-            return None
         cap, reason = self.daily_cap(domain, today)
-        if cap is not None and sent + recipients > int(cap * self._share(bulk)):
-            return Hold((today + 1) * DAY, reason,
-                        f"{reason.value} cap {cap}/day{self._of(bulk)} reached ({sent} sent)")
-        return None
+        if cap is None:
+            return _UNLIMITED, None
+        sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
+        share = max(1, int(cap * self._share(bulk))) if cap else 0    # as a rate's: never 0
+        return max(0, share - sent), Hold((today + 1) * DAY, reason,
+                                          f"{reason.value} cap {cap}/day{self._of(bulk)} "
+                                          f"reached ({sent} sent)")
 
     def _rate_checks(self, domain: str, bulk: bool) -> list[tuple[str, Rate, HoldReason, str]]:
         """(window key, limit, reason, detail): bulk pacing, then the domain rate: bulk mail
@@ -119,28 +163,11 @@ class Governor:
             checks.append((domain, rate, HoldReason.RATE, f"domain_rate {rate.text}"))
         return checks
 
-    def _rate_hold(self, domain: str, recipients: int, bulk: bool, now: float) -> Hold | None:
-        for key, limit, reason, detail in self._rate_checks(domain, bulk):
-            until = self._windows.wait_until(key, limit, recipients, now)
-            if until is not None:
-                return Hold(until, reason, detail)
-        return None
-
-    def _in_line(self, domain: str, recipients: int, bulk: bool, ticket: str,
-                 hold: Hold | None, now: float) -> Hold | None:
-        """A message the rates hold gets its own slot in its line (`rates.Line`); one whose
-        slot has come waits for the window only; a newcomer queues behind held ones."""
-        line = domain + ("#bulk" if bulk else "")
-        turn = self._line.turn(ticket)
-        waiting = self._line.waiting(line, now)       # (drops a line nobody comes back to)
-        if hold is None and (turn or not waiting):
-            return None
-        spacing, reason, detail = self._pace(domain, bulk)
-        if turn:            # its turn came, but not the window's: a slot at the line's head
-            slot = self._line.again(line, ticket, hold.until, recipients, spacing)
-        else:
-            slot = self._line.take(line, ticket, hold.until if hold else now, recipients, spacing)
-        return Hold(slot, hold.reason if hold else reason, hold.detail if hold else detail)
+    def _rate_hold(self, domain: str, bulk: bool, now: float) -> Hold:
+        """Until one more recipient fits every rate (the latest of their answers)."""
+        holds = [Hold(self._windows.wait_until(key, limit, 1, now) or now, reason, detail)
+                 for key, limit, reason, detail in self._rate_checks(domain, bulk)]
+        return max(holds, key=lambda h: h.until)
 
     def sweep(self) -> set[str]:
         """Domains whose line was dropped because its messages stopped coming back (their
@@ -171,9 +198,8 @@ class Governor:
         history = 0 if first_day is None else today - first_day
         return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
 
-    def sending(self, domain: str, recipients: int, bulk: bool = False) -> None:
-        """Recipients handed to the route now: they count against the rates."""
-        now = self.clock.now()
+    def _count(self, domain: str, recipients: int, bulk: bool, now: float) -> None:
+        """Recipients granted: in flight until `delivered`, and in the rate windows."""
         self._in_flight[domain] = self._in_flight.get(domain, 0) + recipients
         rate = self.limits.rate_for(domain)
         if rate is not None:                      # no limit, nothing to remember

@@ -1,12 +1,14 @@
 """Sliding-window rate limits: at most `count` units in any `period` seconds, per key.
 
 A window holds (time, units) entries for the last period only, with their running sum, so a
-question costs O(1) amortized. Sends closer together than 1/1000 of the period share one
-entry (the earlier time: conservative), so a window never holds more than ~1000 entries,
-however high the rate.
+question costs O(1) amortized. Sends within one 1/1000 of the period share one entry, stamped
+at that slice's end (later than sent: they leave the window late, never early, so no window
+ever holds more than the limit), so a window never holds more than ~1000 entries, however
+high the rate.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from relay.units import Rate
@@ -62,13 +64,25 @@ class SlidingWindow:
                 return ts + rate.period
         return window.entries[-1][0] + rate.period
 
+    def room(self, key: str, rate: Rate, now: float) -> int:
+        """How many more units fit now."""
+        window = self._windows.get(key)
+        if window is None:
+            return rate.count
+        window.expire(now - rate.period)
+        return max(0, rate.count - window.total)
+
     def record(self, key: str, units: int, now: float, period: float = 0.0) -> None:
+        """`units` sent at `now`, counted at the end of their 1/1000 of `period` (later than
+        sent, never earlier: they leave the window a little late, never early)."""
         window = self._windows.setdefault(key, _Window())
         entries = window.entries
-        if entries and now - entries[-1][0] < period / GRANULARITY:
-            entries[-1] = (entries[-1][0], entries[-1][1] + units)
+        quantum = period / GRANULARITY
+        stamp = math.ceil(now / quantum) * quantum if quantum > 0 else now
+        if entries and entries[-1][0] == stamp:
+            entries[-1] = (stamp, entries[-1][1] + units)
         else:
-            entries.append((now, units))
+            entries.append((stamp, units))
         window.total += units
 
 

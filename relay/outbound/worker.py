@@ -3,8 +3,9 @@
 `Delivery.deliver` is the flow, written out once:
 1. the scheduler (`_dispatch`) yields a due message; transactional mail goes before bulk
 2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone; the governor
-   admits it or holds it until T (domain rate, warm-up cap, spike guard): holding is not an
-   attempt, and held time never counts toward `spool.max_age`
+   grants what of its recipients fits now (domain rate, bulk pace, warm-up cap, spike
+   guard), and holds the rest until T: only the granted recipients go in this transaction,
+   holding is not an attempt, and held time never counts toward `spool.max_age`
 3. the route carries it over one of its pooled sessions (`max_connections` per route)
 4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
@@ -102,41 +103,59 @@ class Delivery:
         route = self.routes[message.route]
         pending = message.pending()
         bulk = message.stream is Stream.BULK
-        hold = self.governor.admit(message.domain, len(pending), bulk, ticket=message.id)
-        if hold is not None:
-            await self._hold(message, hold)
+        grant = self.governor.reserve(message.domain, len(pending), bulk, ticket=message.id)
+        if not grant.count:
+            await self._hold(message, grant.hold)
             return
-        self.governor.sending(message.domain, len(pending), bulk)
+        batch = pending[:grant.count]             # the rest waits for its turn (grant.hold)
         message.attempts += 1
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
-             attempt=message.attempts, rcpts=len(pending))
+             attempt=message.attempts, rcpts=len(batch))
         started = time.monotonic()
         try:
-            answers = await session.send(message.mail_from, [r.address for r in pending],
+            answers = await session.send(message.mail_from, [r.address for r in batch],
                                          message.body, message.mail_options)
         except RouteUnavailable as exc:
-            answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(pending)
+            answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(batch)
         metrics.DELIVERY_DURATION.labels(route.name).observe(time.monotonic() - started)
         now = self.clock.now()
-        self._classify(message, pending, answers, now)
-        delivered = sum(r.state is RecipientState.DELIVERED for r in pending)
-        self.governor.delivered(message.domain, delivered, len(pending))
-        failed = [r for r in pending if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
+        self._classify(message, batch, answers, now)
+        delivered = sum(r.state is RecipientState.DELIVERED for r in batch)
+        self.governor.delivered(message.domain, delivered, len(batch))
+        held = self._rest_waits(message, batch, grant.hold, now) if grant.hold else None
+        failed = [r for r in batch if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
         dsns = []
         if failed and message.mail_from:
             loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
-        await self._record(message, dsns, delivered, now)
+        await self._record(message, dsns, delivered, now, held.reason.value if held else "")
         if self.intake is not None:
-            await self.intake.record(upstream_feedback(message, pending, now))
+            await self.intake.record(upstream_feedback(message, batch, now))
         for extra in dsns:
             emit(Event.DSN_SENT, id=message.id, dsn_id=extra.id, domain=message.domain,
                  route=message.route, rcpts=len(failed))
             self.wake()
 
+    def _rest_waits(self, message: QueuedMessage, batch: list[Recipient], hold: Hold,
+                    now: float) -> Hold | None:
+        """The recipients the governor did not grant wait until `hold.until`, as a held
+        message would (not an attempt, and the wait never counts toward max_age), unless some
+        of this batch were deferred: then the message comes back at their backoff, and asks
+        for all its recipients again."""
+        rest = len(message.pending()) - sum(r.state is RecipientState.QUEUED for r in batch)
+        metrics.GOVERNOR_DEFERRALS.labels(hold.reason.value).inc()
+        emit(Event.DEFERRED, id=message.id, domain=message.domain, route=message.route,
+             by="governor", reason=hold.reason.value, detail=hold.detail, until=round(hold.until),
+             rcpts=rest)
+        if any(r.state is RecipientState.QUEUED for r in batch):
+            return None
+        message.held += max(0.0, hold.until - now)
+        message.next_attempt = hold.until
+        return hold
+
     async def _record(self, message: QueuedMessage, dsns: list[QueuedMessage], delivered: int,
-                      now: float) -> None:
+                      now: float, hold_reason: str = "") -> None:
         """Step 5's write, retried until the spool takes it: the route has answered, and an
         outcome given up on would send the message again (a full disk must never cause a
         second send). This worker takes no other message meanwhile; acceptance keeps
@@ -145,7 +164,7 @@ class Delivery:
         failing = False
         while True:
             try:
-                await self.spool.record_attempt(message, dsns, delivered, now)
+                await self.spool.record_attempt(message, dsns, delivered, now, hold_reason)
             except sqlite3.Error as exc:
                 if not failing:
                     log.error("%s: the outcome of its attempt cannot be written (%s); retrying "

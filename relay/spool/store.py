@@ -243,11 +243,12 @@ class Spool:
 
     async def record_attempt(self, message: QueuedMessage,
                              also_enqueue: list[QueuedMessage] = (), delivered: int = 0,
-                             now: float = 0.0) -> None:
+                             now: float = 0.0, hold_reason: str = "") -> None:
         """Persist the outcome of an attempt, the DSNs it produced and the deliveries it adds
-        to the domain's daily volume, in one transaction."""
+        to the domain's daily volume, in one transaction. `hold_reason`: the recipients the
+        governor did not grant are held until `next_attempt`, for that reason."""
         def write(conn: sqlite3.Connection) -> None:
-            _update(conn, message)
+            _update(conn, message, hold_reason)
             for extra in also_enqueue:
                 _insert(conn, extra)
             if delivered:
@@ -391,13 +392,13 @@ def _insert(conn: sqlite3.Connection, m: QueuedMessage) -> None:
         [(m.id, i, r.address, r.state.value, r.reply) for i, r in enumerate(m.recipients)])
 
 
-def _update(conn: sqlite3.Connection, m: QueuedMessage) -> None:
+def _update(conn: sqlite3.Connection, m: QueuedMessage, hold_reason: str = "") -> None:
     if not m.pending():
         conn.execute("DELETE FROM recipients WHERE message_id = ?", (m.id,))
         conn.execute("DELETE FROM messages WHERE id = ?", (m.id,))
         return
-    conn.execute("UPDATE messages SET attempts = ?, next_attempt = ?, hold_reason = '' WHERE id = ?",
-                 (m.attempts, m.next_attempt, m.id))
+    conn.execute("UPDATE messages SET attempts = ?, next_attempt = ?, held = ?, hold_reason = ?"
+                 " WHERE id = ?", (m.attempts, m.next_attempt, m.held, hold_reason, m.id))
     conn.executemany("UPDATE recipients SET state = ?, reply = ? WHERE message_id = ? AND idx = ?",
                      [(r.state.value, r.reply, m.id, i) for i, r in enumerate(m.recipients)])
 

@@ -1,0 +1,427 @@
+"""relay.governor.governor, as a property: whatever the mix of messages, streams, domains,
+limits and reloads, no limit is passed in any window and every recipient leaves in the end.
+
+Each example is a delivery loop on a FakeClock, as `outbound/worker.py` runs one: at each due
+time it asks `reserve` for every due message of every domain (transactional first, then bulk;
+with the message id as its ticket), hands the granted recipients to a route that may defer a
+few (`delivered(domain, delivered, attempted)`), and moves the clock to the next due time: a
+hold's `until` (plus the scheduler's lateness), a deferral's backoff, an arrival or a reload.
+A reload builds a new Governor from the old one's `export_windows()` and the volumes and first
+sends the spool keeps, with the same limits or others.
+
+The test keeps its own record of every grant and delivery (`Ledger`), and checks each grant
+against it, never against the governor's state:
+1. domain_rate: in every sliding window of its period, the recipients granted to the domain
+   (both streams) are at most its count;
+2. bulk.rate: the same, for bulk recipients;
+3. bulk's share of domain_rate: bulk recipients in every window of domain_rate's period are
+   at most max(1, floor(count x (1 - reserve)));
+4. the day's cap (warm-up step, else spike cap): what was delivered earlier that UTC day plus
+   the grant is at most the cap, and for bulk at most max(1, floor(cap x (1 - reserve))) of a
+   cap above 0 (as with a rate, the reserve never leaves bulk nothing at all). (Recipients
+   the route deferred do not count toward a day's cap: they delivered nothing.)
+   The limits are those in force at the grant, and a window ending after a reload counts the
+   grants made before it: a reload does not reset a window. What a reload may forget is
+   only what the old limits had let go of: grants older than the old limit's period at the
+   reload (or made while it had no such limit), which a longer new period cannot see.
+5. transactional before bulk: bulk is granted only what transactional mail of its domain
+   could have had at that instant (each of bulk's limits is transactional's, narrowed to its
+   share, so when a limit refuses transactional mail it refuses bulk), bulk never takes the
+   reserve (3, 4), and transactional mail is refused only by a full window or cap or behind
+   held transactional mail (its own line), never by bulk mail's line;
+6. no needless hold: a grant is min(asked, what every limit leaves), give or take the grants
+   a window still counts for 1/GRANULARITY of its period past it (and for a period after a
+   reload that lengthened it, older grants the governor may still count), except that a
+   message holding no slot may get nothing while its own line owes slots to held mail;
+   a held message's `until` is in the future, and for a day's cap it is the next midnight;
+7. nothing starves: every recipient is granted and delivered within `HORIZON` of the start;
+   and where no daily cap, reload or deferral plays, at least at half the pace of the limits:
+   each domain's last recipient is granted within twice sum(ceil(n / count) x period) of its
+   last arrival (n a stream's recipients, over each limit of that stream), plus the longest
+   period, plus the loop's lateness and a window's 1/GRANULARITY at each attempt. (Half:
+   slots in a line are spaced at the binding rate, and a message partly granted, or one whose
+   slot comes when other mail has used the window, may leave part of a window unused.)
+
+Budget: 300 examples, derandomized, about 10 s on one core.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from relay.config import Limits
+from relay.governor.governor import Governor, Grant, HoldReason
+from relay.governor.rates import GRANULARITY
+from tests.fakes.clock import FakeClock
+
+DAY = 86400
+SPIKE_DAYS = 7
+START_DAY = 20_000                     # a UTC day number
+HORIZON = 120 * DAY                    # 7: everything has left by then
+BACKOFF = 300.0                        # a deferred recipient is tried again this much later
+MAX_STEPS = 100_000
+
+DOMAINS = ("acme.fr", "shop.example", "news.example")
+RATES = ("3/min", "30/min", "600/min", "6000/min", "5/s", "100/h", "1000/h")
+RATE_HOLDS = (HoldReason.RATE, HoldReason.BULK)        # the holds that give a slot in a line
+CAP_HOLDS = (HoldReason.WARMUP, HoldReason.SPIKE)
+
+
+def day_of(ts: float) -> int:
+    return int(ts // DAY)
+
+
+# --- the examples -----------------------------------------------------------------------
+
+@st.composite
+def limit_sets(draw, domains: tuple[str, ...]) -> dict:
+    """relay.yaml's `limits:`, any of each limit or none."""
+    rates = {}
+    if draw(st.booleans()):
+        rates["default"] = draw(st.sampled_from(RATES))
+    for domain in domains:
+        if draw(st.integers(0, 3)) == 0:
+            rates[domain] = draw(st.sampled_from(RATES))
+    return {"domain_rate": rates,
+            "bulk": {"rate": draw(st.sampled_from(RATES)),
+                     "reserve": f"{draw(st.sampled_from([0, 10, 20, 30, 50, 80]))}%"},
+            "warmup": {"schedule": draw(st.lists(st.integers(1, 400), max_size=3))},
+            "spike": {"max_growth": draw(st.none() | st.sampled_from([1.1, 1.5, 2.0, 3.0]))}}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    start: float
+    domains: tuple[str, ...]
+    limits: dict
+    history: dict[str, int]                    # domain -> recipients a day, the 7 days before
+    messages: list[tuple[int, bool, int, int]]    # (domain index, bulk, recipients, arrival)
+    reloads: list[tuple[int, dict | None]]        # (seconds after start, new limits or same)
+    lateness: list[float]                      # how late the loop comes back, cycled
+    deferrals: list[int]                       # recipients the route defers per attempt, cycled
+
+
+@st.composite
+def scenarios(draw) -> Scenario:
+    domains = DOMAINS[:draw(st.integers(1, 3))]
+    start = START_DAY * DAY + draw(st.sampled_from([10 * 3600, 23 * 3600 + 3590]))
+    history = {d: draw(st.sampled_from([100, 500, 2000])) for d in domains
+               if draw(st.integers(0, 3)) == 0}
+    arrivals = st.sampled_from([0, 1, 30, 3600, 50_000, DAY, 2 * DAY]) | st.integers(0, 2 * DAY)
+    messages = draw(st.lists(st.tuples(st.integers(0, len(domains) - 1), st.booleans(),
+                                       st.integers(1, 500) | st.sampled_from([1, 2, 499, 500]),
+                                       arrivals), min_size=1, max_size=12))
+    reloads = draw(st.lists(st.tuples(arrivals, st.none() | limit_sets(domains)), max_size=3))
+    return Scenario(start, domains, draw(limit_sets(domains)), history, messages,
+                    sorted(reloads, key=lambda r: r[0]),
+                    draw(st.lists(st.sampled_from([0.0, 0.001, 0.02, 0.5, 3.0]),
+                                  min_size=1, max_size=5)),
+                    draw(st.lists(st.sampled_from([0, 0, 0, 1, 3]), min_size=1, max_size=5)))
+
+
+# --- the test's own record ---------------------------------------------------------------
+
+@dataclass
+class Log:
+    """Grants counted by one limit: times, running sums, and what reloads forgot."""
+    times: list[float] = field(default_factory=list)
+    sums: list[int] = field(default_factory=list)
+    forgotten: float = -math.inf               # grants at or before this no longer count
+    unsure_until: float = -math.inf            # the governor may still count older ones
+
+    def add(self, t: float, n: int) -> None:
+        self.times.append(t)
+        self.sums.append((self.sums[-1] if self.sums else 0) + n)
+
+    def within(self, since: float, until: float) -> int:
+        """Recipients granted in (since, until]."""
+        lo = bisect.bisect_right(self.times, max(since, self.forgotten))
+        hi = bisect.bisect_right(self.times, until)
+        return (self.sums[hi - 1] if hi else 0) - (self.sums[lo - 1] if lo else 0)
+
+
+@dataclass(frozen=True)
+class Limit:
+    log: str                                   # which Log counts it
+    count: int                                 # exact: what the invariant allows
+    granted: int                               # as the governor computes it (float share)
+    period: float
+
+
+class Ledger:
+    """Every grant and delivery of the run, and the limits in force."""
+
+    def __init__(self, limits: Limits, history: dict[str, int], start: float) -> None:
+        self.limits = limits
+        self.logs: dict[str, Log] = {}
+        self.volumes: dict[tuple[str, int], int] = {}
+        self.first_send: dict[str, float] = {}
+        for domain, per_day in history.items():
+            self.first_send[domain] = start - 10 * DAY
+            for back in range(1, SPIKE_DAYS + 1):
+                self.volumes[(domain, day_of(start) - back)] = per_day
+
+    def rate_limits(self, domain: str, bulk: bool, limits: Limits | None = None) -> list[Limit]:
+        limits = limits or self.limits
+        keep = 100 - round(limits.bulk.reserve * 100)          # bulk's share, in percent
+        out = []
+        rate = limits.rate_for(domain)
+        if rate is not None:
+            out.append(Limit(domain, rate.count, rate.count, rate.period))
+        if bulk:
+            pace = limits.bulk.rate
+            out.append(Limit(domain + " bulk", pace.count, pace.count, pace.period))
+            if rate is not None:
+                out.append(Limit(domain + " share", max(1, rate.count * keep // 100),
+                                 max(1, int(rate.count * (1.0 - limits.bulk.reserve))),
+                                 rate.period))
+        return out
+
+    def cap(self, domain: str, today: int) -> int | None:
+        """The day's cap, from this ledger's deliveries (REFERENCE "Warm-up", spike guard)."""
+        first = self.first_send.get(domain)
+        first_day = day_of(first) if first is not None else None
+        step = 0 if first_day is None else today - first_day
+        schedule = self.limits.warmup.schedule
+        if step < len(schedule):
+            return schedule[step]
+        growth = self.limits.spike.max_growth
+        if growth is None or first_day is None or today - first_day < SPIKE_DAYS:
+            return None
+        average = sum(self.volumes.get((domain, today - i), 0)
+                      for i in range(1, SPIKE_DAYS + 1)) / SPIKE_DAYS
+        return int(growth * average) if average > 0 else None
+
+    def cap_share(self, cap: int, bulk: bool) -> tuple[int, int]:
+        """(exact, as the governor computes it) part of a day's cap the stream may use: bulk
+        leaves the reserve, but as with a rate, a cap above 0 leaves it at least 1."""
+        if not bulk or not cap:
+            return cap, cap
+        keep = 100 - round(self.limits.bulk.reserve * 100)
+        return max(1, cap * keep // 100), max(1, int(cap * (1.0 - self.limits.bulk.reserve)))
+
+    def room(self, domain: str, bulk: bool, now: float) -> tuple[int, int, bool]:
+        """What every limit leaves the stream now, as the governor computes shares: at least
+        (a window may count a grant up to 1/GRANULARITY of its period late, never early) and
+        at most; and whether that is sure (no reload left the governor counting grants this
+        ledger has let go of)."""
+        least, most, sure = [1 << 62], [1 << 62], True
+        for limit in self.rate_limits(domain, bulk):
+            log = self.logs.setdefault(limit.log, Log())
+            late = limit.period / GRANULARITY
+            least.append(limit.granted - log.within(now - limit.period - late, now))
+            most.append(limit.granted - log.within(now - limit.period, now))
+            sure = sure and now >= log.unsure_until
+        cap = self.cap(domain, day_of(now))
+        if cap is not None:
+            left = self.cap_share(cap, bulk)[1] - self.volumes.get((domain, day_of(now)), 0)
+            least.append(left)
+            most.append(left)
+        return max(0, min(least)), max(0, min(most)), sure
+
+    def grant(self, domain: str, bulk: bool, n: int, now: float, what: str) -> None:
+        """Count a grant, and check invariants 1-4 in the windows that end with it."""
+        if not n:
+            return
+        for limit in self.rate_limits(domain, bulk):
+            log = self.logs.setdefault(limit.log, Log())
+            log.add(now, n)
+            used = log.within(now - limit.period, now)
+            assert used <= limit.count, (
+                f"{what}: {used} granted to {limit.log} in the {limit.period:g} s up to "
+                f"{now}, limit {limit.count}")
+        cap = self.cap(domain, day_of(now))
+        if cap is not None:
+            today = self.volumes.get((domain, day_of(now)), 0)
+            share = self.cap_share(cap, bulk)[0]
+            assert today + n <= share, (
+                f"{what}: {today} delivered today + {n} granted over the day's cap {cap} "
+                f"(this stream: {share})")
+
+    def deliver(self, domain: str, n: int, now: float) -> None:
+        if n:
+            key = (domain, day_of(now))
+            self.volumes[key] = self.volumes.get(key, 0) + n
+            self.first_send.setdefault(domain, now)
+
+    def reload(self, limits: Limits, domains: tuple[str, ...], now: float) -> None:
+        """New limits: each log keeps what the old limit's window still held (the governor
+        exports at least that much); with a longer new period the governor may count older
+        grants still, so its answers are only known to be no larger until they are gone."""
+        for domain in domains:
+            old = {lim.log: lim.period for lim in self.rate_limits(domain, True)}
+            new = {lim.log: lim.period for lim in self.rate_limits(domain, True, limits)}
+            for name in set(old) | set(new):
+                log = self.logs.setdefault(name, Log())
+                log.forgotten = max(log.forgotten, now - old.get(name, 0.0))
+                if new.get(name, 0.0) > old.get(name, 0.0):
+                    log.unsure_until = max(log.unsure_until, now + new[name])
+        self.limits = limits
+
+
+# --- the delivery loop -------------------------------------------------------------------
+
+@dataclass
+class Message:
+    id: str
+    domain: str
+    bulk: bool
+    pending: int
+    arrival: float
+    due: float
+    slotted: bool = False                      # its last hold gave it a slot in its line
+    attempts: int = 0
+
+    def ready(self) -> float:
+        return max(self.arrival, self.due)
+
+
+class Loop:
+    def __init__(self, scenario: Scenario) -> None:
+        self.s = scenario
+        self.clock = FakeClock(scenario.start)
+        limits = Limits.model_validate(scenario.limits)
+        self.ledger = Ledger(limits, scenario.history, scenario.start)
+        self.governor = self._governor(limits, None)
+        self.messages = [Message(f"m{k}", scenario.domains[d], bulk, size, scenario.start + at,
+                                 scenario.start + at)
+                         for k, (d, bulk, size, at) in enumerate(scenario.messages)]
+        self.reloads = [(scenario.start + at, data) for at, data in scenario.reloads]
+        self.line_end: dict[tuple[str, bool], float] = {}     # the latest a line may owe
+        self.refused: set[str] = set()         # domains whose transactional mail a limit
+                                               # refused at this instant
+        self.attempts = 0
+        self.last_grant: dict[str, float] = {}
+        self.tries: dict[str, int] = {}
+
+    def _governor(self, limits: Limits, windows: dict | None) -> Governor:
+        return Governor(limits, self.clock, dict(self.ledger.first_send),
+                        dict(self.ledger.volumes), windows)
+
+    def run(self) -> None:
+        self._deliver_all()
+        if not (self.s.reloads or any(self.s.deferrals) or self.ledger.limits.warmup.schedule
+                or self.ledger.limits.spike.max_growth and self.s.history):
+            for domain in self.s.domains:
+                self._check_pace(domain)
+
+    def _deliver_all(self) -> None:
+        for _ in range(MAX_STEPS):
+            waiting = [m for m in self.messages if m.pending]
+            if not waiting:
+                return
+            now = min([m.ready() for m in waiting] + [at for at, _ in self.reloads])
+            assert now <= self.s.start + HORIZON, (
+                f"starved: {sum(m.pending for m in waiting)} recipients of "
+                f"{[(m.id, m.domain, 'bulk' if m.bulk else 'tx', m.pending) for m in waiting]} "
+                f"still waiting after {HORIZON / DAY:g} days")
+            self.clock.t = max(self.clock.t, now)
+            while self.reloads and self.reloads[0][0] <= self.clock.t:
+                self._reload(self.reloads.pop(0)[1])
+            self.refused = set()
+            due = sorted((m for m in waiting if m.ready() <= self.clock.t),
+                         key=lambda m: (m.bulk, m.ready(), m.id))      # transactional first
+            for message in due:
+                self._attempt(message)
+        raise AssertionError(f"more than {MAX_STEPS} steps")
+
+    def _check_pace(self, domain: str) -> None:
+        """7, with the limits alone: no daily cap (or none before 6 days), one process, no
+        deferral."""
+        mine = [m for m in self.messages if m.domain == domain]
+        if not mine:
+            return
+        bound, longest = 0.0, 0.0
+        for bulk in (False, True):
+            n = sum(size for d, b, size, _ in self.s.messages
+                    if self.s.domains[d] == domain and b == bulk)
+            for limit in self.ledger.rate_limits(domain, bulk) if n else []:
+                bound += math.ceil(n / limit.granted) * limit.period
+                longest = max(longest, limit.period)
+        if self.ledger.limits.spike.max_growth and bound >= 6 * DAY:
+            return                             # the spike guard may begin on day 7
+        slack = self.tries.get(domain, 0) * (max(self.s.lateness) + longest / GRANULARITY)
+        took = self.last_grant.get(domain, 0.0) - max(m.arrival for m in mine)
+        assert took <= 2 * bound + longest + slack, (
+            f"{domain}: the last recipient was granted {took:g} s after the last arrival; "
+            f"the limits alone would take {bound:g} s, at most {bound + longest:g} s")
+
+    def _reload(self, data: dict | None) -> None:
+        limits = Limits.model_validate(data) if data is not None else self.ledger.limits
+        windows = self.governor.export_windows()
+        self.ledger.reload(limits, self.s.domains, self.clock.t)
+        self.governor = self._governor(limits, windows)
+        self.line_end.clear()                  # a new process: a new line
+        for message in self.messages:
+            message.slotted = False
+
+    def _attempt(self, m: Message) -> None:
+        """One delivery attempt: ask, check the grant (1-6), deliver, and come back when due."""
+        now = self.clock.t
+        asked = m.pending
+        grant = self._ask(m, now)
+        deferrals = self.s.deferrals + [0]    # each message's every few attempts defer nothing
+        deferred = min(grant.count, deferrals[m.attempts % len(deferrals)])
+        m.attempts += 1
+        self.attempts += 1
+        self.tries[m.domain] = self.tries.get(m.domain, 0) + 1
+        if grant.count:
+            self.last_grant[m.domain] = now
+        self.governor.delivered(m.domain, grant.count - deferred, grant.count)
+        self.ledger.deliver(m.domain, grant.count - deferred, now)
+        m.pending -= grant.count - deferred
+        hold = grant.hold
+        m.slotted = hold is not None and hold.reason in RATE_HOLDS
+        if m.slotted:                         # the latest its line may owe slots until
+            spacing = max((lim.period / lim.granted
+                           for lim in self.ledger.rate_limits(m.domain, m.bulk)), default=0.0)
+            line = (m.domain, m.bulk)
+            self.line_end[line] = max(self.line_end.get(line, 0.0),
+                                      hold.until + (asked - grant.count) * spacing)
+        if deferred:
+            m.due = now + BACKOFF
+        elif hold is not None:
+            m.due = hold.until + self.s.lateness[self.attempts % len(self.s.lateness)]
+
+    def _ask(self, m: Message, now: float) -> Grant:
+        """`reserve`, and invariants 1-6 on its answer."""
+        what = f"{m.id} ({m.domain}, {'bulk' if m.bulk else 'transactional'}) at {now}"
+        least, most, sure = self.ledger.room(m.domain, m.bulk, now)
+        tx_most = self.ledger.room(m.domain, False, now)[1]
+        asked = m.pending
+        grant = self.governor.reserve(m.domain, asked, m.bulk, ticket=m.id)
+        self._check_shape(grant, asked, now, what)
+        self.ledger.grant(m.domain, m.bulk, grant.count, now, what)            # 1-4
+        if m.bulk:                                                              # 5
+            assert grant.count <= tx_most, (
+                f"{what}: bulk got {grant.count}, transactional could have had {tx_most}")
+            assert not (grant.count and m.domain in self.refused), (
+                f"{what}: bulk granted right after a limit refused transactional mail")
+        elif grant.count < asked and most == 0:
+            self.refused.add(m.domain)
+        if sure:                                                                # 6 (and 5)
+            behind = not m.slotted and self.line_end.get((m.domain, m.bulk), 0.0) > now
+            assert min(asked, least) <= grant.count or (grant.count == 0 and behind), (
+                f"{what}: asked {asked}, granted {grant.count}, every limit left {least}"
+                f"{'' if m.slotted else ' (holding no slot)'}")
+        return grant
+
+    @staticmethod
+    def _check_shape(grant: Grant, asked: int, now: float, what: str) -> None:
+        assert 0 <= grant.count <= asked, f"{what}: granted {grant.count} of {asked}"
+        assert (grant.hold is None) == (grant.count == asked), f"{what}: {grant}"
+        if grant.hold is not None:
+            assert grant.hold.until > now, f"{what}: held until {grant.hold.until}"
+            if grant.hold.reason in CAP_HOLDS:
+                assert grant.hold.until == (day_of(now) + 1) * DAY, f"{what}: {grant.hold}"
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scenarios())
+def test_no_limit_is_passed_in_any_window_and_nothing_starves(scenario):
+    """The invariants of the module docstring, at every grant of a simulated delivery loop."""
+    Loop(scenario).run()
