@@ -1,4 +1,5 @@
-"""The governor: may this domain send `n` more recipients now, or must it wait until T?
+"""The governor: how many of a message's recipients may this domain send now, and when may
+the rest go?
 
 Asked by the delivery pipeline before each attempt, per sender domain:
 0. a domain paused by the operator waits (`relay domains pause D`, until `resume`);
@@ -116,11 +117,10 @@ class Governor:
             return Grant(granted, cap_hold)
         hold = self._rate_hold(domain, bulk, now)     # when one more fits, after this grant
         if ticket is not None:
-            # its turn came, but not the window's: a slot at the line's head; otherwise (a
-            # newcomer, or the rest of a message partly granted) the line's next slot, so
-            # mail that comes later queues behind it
-            # (a slot's length is at most one window: the rest of a big message must not
-            # queue behind its own earlier slot, next time round)
+            # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
+            # or the rest of a message partly granted) the line's next slot, mail coming later
+            # queues behind it. A slot is at most one window long: the rest of a big message
+            # must not queue behind its own earlier slot next time round.
             spacing, _, _ = self._pace(domain, bulk)
             place = self._line.again if turn and not granted else self._line.take
             units = min([asked - granted] + [limit.count for _, limit, _, _

@@ -49,8 +49,8 @@ class SlidingWindow:
         return out
 
     def wait_until(self, key: str, rate: Rate, units: int, now: float) -> float | None:
-        """None when `units` more fit now; else the earliest time they will. A burst larger
-        than the whole rate goes alone, once the window is empty."""
+        """None when `units` more fit now; else the earliest time they will (for more units
+        than the whole rate: when the window is empty)."""
         window = self._windows.get(key)
         if window is None:
             return None
