@@ -184,7 +184,7 @@ def cmd_domains(args) -> int:
     from relay.governor.governor import Governor
     from relay.governor.warmup import SPIKE_DAYS
     from relay.spool.store import Spool
-    from relay.state.sqlite import day_of
+    from relay.clock import day_of
     config = _load(args.config)
     spool = Spool(config.spool.path)
     try:

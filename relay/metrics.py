@@ -21,7 +21,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from relay.clock import Clock
+from relay.clock import Clock, day_of
 from relay.config import Config
 from relay.feedback.events import FeedbackKind
 from relay.governor.warmup import warmup_day
@@ -201,8 +201,8 @@ class SpoolCollector:
     def _domains(conn: sqlite3.Connection, config: Config, now: float, families: dict) -> None:
         since = now - config.reputation.window
         pauses = state.paused(conn)
-        first_send, _ = state.load(conn, state.day_of(now))
-        today = state.day_of(now)
+        first_send, _ = state.load(conn, day_of(now))
+        today = day_of(now)
         for domain in sorted(config.domains):
             delivered = state.delivered_since(conn, domain, since)
             for name, kind in (("complaint", FeedbackKind.COMPLAINED), ("bounce", FeedbackKind.BOUNCED_HARD)):
@@ -210,7 +210,7 @@ class SpoolCollector:
                 families[name].add_metric([domain], count / delivered if delivered else 0.0)
             first = first_send.get(domain)
             families["warmup"].add_metric(
-                [domain], warmup_day(None if first is None else state.day_of(first), today))
+                [domain], warmup_day(None if first is None else day_of(first), today))
             for scope in ("bulk", "all"):
                 held = domain in pauses and pauses[domain][0] == scope
                 families["paused"].add_metric([domain, scope], 1.0 if held else 0.0)

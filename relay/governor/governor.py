@@ -28,7 +28,7 @@ from relay.clock import Clock
 from relay.config import Limits
 from relay.governor.rates import Line, SlidingWindow
 from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
-from relay.state.sqlite import DAY, day_of
+from relay.clock import DAY, day_of
 from relay.units import Rate
 
 

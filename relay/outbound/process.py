@@ -159,12 +159,11 @@ class DeliveryProcess:
 
 async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     from relay.app import load_signer
-    from relay.clock import SystemClock
+    from relay.clock import SystemClock, day_of
     from relay.feedback.intake import FeedbackIntake
     from relay.governor.governor import Governor
     from relay.governor.warmup import SPIKE_DAYS
     from relay.state import sqlite as state
-    from relay.state.sqlite import day_of
     from relay.outbound import upstream
     from relay.outbound.retry import Backoff
     from relay.outbound.worker import Delivery

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from relay.clock import day_of
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS domain_days (
     domain TEXT NOT NULL,
@@ -73,12 +75,6 @@ CREATE TABLE IF NOT EXISTS rate_windows (
 ) WITHOUT ROWID;
 """
 
-DAY = 86400
-
-
-def day_of(ts: float) -> int:
-    """The UTC day number of a timestamp."""
-    return int(ts // DAY)
 
 
 def add_deliveries(conn: sqlite3.Connection, domain: str, count: int, now: float) -> None:

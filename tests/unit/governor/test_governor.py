@@ -12,6 +12,7 @@ import sqlite3
 
 import pytest
 
+from relay.clock import day_of
 from relay.config import Limits
 from relay.governor.governor import Governor, Grant, Hold, HoldReason
 from relay.governor.rates import GRANULARITY
@@ -293,7 +294,7 @@ class SpoolState:
         state.add_deliveries(self.conn, domain, count, now)
 
     def load(self, now: float):
-        return state.load(self.conn, state.day_of(now) - SPIKE_DAYS - 1)
+        return state.load(self.conn, day_of(now) - SPIKE_DAYS - 1)
 
 
 def test_a_restart_does_not_reset_todays_volume_or_the_warmup_day(clock):
