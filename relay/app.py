@@ -186,9 +186,13 @@ class Relay:
             for line in exc.errors:
                 log.error("reload refused, the running configuration stays: %s", line)
             return False
-        if config.server.listeners != self.config.server.listeners or config.spool != self.config.spool:
-            log.warning("reload: server.listeners and spool changes take effect at the next restart")
+        moved = {"min_free": None}                # a threshold: it applies at once
+        if (config.server.listeners != self.config.server.listeners
+                or config.spool.model_copy(update=moved) != self.config.spool.model_copy(update=moved)):
+            log.warning("reload: server.listeners and spool changes take effect at the next "
+                        "restart (spool.min_free applies now)")
         server = config.server
+        self.acceptance.space.min_free = config.spool_min_free
         self.acceptance.config = config
         self.acceptance.users = Users(config.users)
         self.acceptance.throttle.policy = server.auth_failures
