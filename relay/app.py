@@ -1,9 +1,9 @@
-"""The composition root: configuration in, running relay out.
+"""The listener process: configuration in, running relay out.
 
-`Relay` builds every object from the config (the only place that does), starts the
-listeners and the delivery workers, and stops them in order on SIGTERM/SIGINT: stop
-accepting, let open SMTP transactions finish, let delivery attempts in progress finish,
-close the spool. Delivery runs in its own process (`outbound/process.py`); the clock is
+`Relay` builds the listener process's objects from the config (with `compose.py`, through
+which the delivery process builds its own), starts the listeners and the delivery process,
+and stops them in order on SIGTERM/SIGINT: stop accepting, let open SMTP transactions
+finish, let delivery attempts in progress finish, close the spool. Delivery runs in its own process (`outbound/process.py`); the clock is
 injected, which is how tests fake it.
 """
 from __future__ import annotations
@@ -14,10 +14,8 @@ import os
 from pathlib import Path
 from typing import Callable
 import signal
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 
-from relay import tls
 from relay.checks.admission import Admission
 from relay.checks.auth import AuthThrottle, Users
 from relay.clock import Clock, SystemClock
@@ -31,7 +29,6 @@ from relay.state.suppressions import SuppressionReason
 from relay import metrics
 from relay.feedback.intake import FeedbackIntake
 from relay.web import health, webhooks
-from relay.web.tokens import UnsubscribeTokens
 from relay.web.unsubscribe import make_app, start_http, stop_http
 from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
 from relay.checks.spf_gate import SpfGate
@@ -41,53 +38,11 @@ from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
 from relay.outbound.process import DeliveryProcess
-from relay.signing.dkim import KeyError_, Signer, load_key
+from relay.compose import preflight
 from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
 
 log = logging.getLogger("relay")
-
-
-def load_signer(config: Config) -> Signer:
-    keys, errors = {}, []
-    for name, domain in config.domains.items():
-        for i, key in enumerate(domain.dkim):
-            try:
-                keys.setdefault(name, []).append(load_key(name, key.selector, key.private_key, key.algorithm))
-            except KeyError_ as exc:
-                errors.append(f"domains.{name}.dkim[{i}].private_key: {exc}")
-    if errors:
-        raise ConfigError(errors)
-    for name in config.domains:
-        if name not in keys:
-            log.warning("domain %s has no DKIM key: its mail leaves unsigned", name)
-    return Signer(keys)
-
-
-def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", UnsubscribeTokens | None]:
-    """Everything that can fail at start besides binding ports: keys, certificates, secrets."""
-    server = config.server
-    context = (tls.server_context(server.tls, config.spool.path, server.hostname)
-               if server.tls else None)
-    unreadable = [f"routes.{name}.ca_file: cannot read {route.ca_file}"
-                  for name, route in config.routes.items()
-                  if route.ca_file is not None and not os.access(route.ca_file, os.R_OK)]
-    if unreadable:
-        raise ConfigError(unreadable)
-    for i, user in enumerate(config.users):
-        for entry in user.senders:
-            domain = entry.rpartition("@")[2].lower()
-            if domain not in config.domains:
-                log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
-    for line in config.warnings():
-        log.warning("%s", line)
-    tokens = None
-    if config.feedback.unsubscribe is not None:
-        try:
-            tokens = UnsubscribeTokens(config.feedback.unsubscribe.secret())
-        except ValueError as exc:
-            raise ConfigError([f"feedback.unsubscribe.secret_env: {exc}"]) from None
-    return load_signer(config), context, tokens
 
 
 class Relay:

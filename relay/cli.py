@@ -78,7 +78,7 @@ def cmd_reload(args) -> int:
 
 def cmd_check(args) -> int:
     config = _load(args.config)
-    from relay.app import preflight
+    from relay.compose import preflight
     preflight(config)                             # keys, certificates, secrets
     yaml.safe_dump(config_module.redacted(config), sys.stdout, sort_keys=False)
     print("configuration OK", file=sys.stderr)

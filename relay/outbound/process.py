@@ -24,7 +24,10 @@ import signal
 import sys
 
 from relay import metrics
+from relay.clock import SystemClock
+from relay.compose import build_delivery
 from relay.config import Config
+from relay.state import sqlite as state
 
 log = logging.getLogger("relay.delivery")
 
@@ -158,29 +161,9 @@ class DeliveryProcess:
 # --- the child ---------------------------------------------------------------------------
 
 async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
-    from relay.app import load_signer
-    from relay.clock import SystemClock, day_of
-    from relay.feedback.intake import FeedbackIntake
-    from relay.governor.governor import Governor
-    from relay.governor.warmup import SPIKE_DAYS
-    from relay.state import sqlite as state
-    from relay.outbound import upstream
-    from relay.outbound.retry import Backoff
-    from relay.outbound.worker import Delivery
-    from relay.spool.store import Spool
-
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    spool = Spool(config.spool.path)
-    spool.start()
-    routes = {name: upstream.build(name, route, config.server.hostname)
-              for name, route in config.routes.items()}
-    clock = SystemClock()
-    first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
-    windows = await spool.read(state.load_windows)
-    governor = Governor(config.limits, clock, first_send, volumes, windows)
-    delivery = Delivery(config, spool, routes, load_signer(config), clock,
-                        Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
+    spool, governor, delivery = await build_delivery(config, SystemClock())
 
     def on_wake() -> None:
         try:

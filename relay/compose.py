@@ -1,0 +1,85 @@
+"""How relay's objects are built from the configuration, for both of its processes: the
+DKIM keys (`load_signer`), what must hold before anything listens (`preflight`), and the
+delivery process's objects (`build_delivery`). The listener process's `Relay` (`app.py`)
+and the delivery process (`outbound/process.py`) both build through here; neither imports
+the other's composition.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+
+from relay import tls
+from relay.clock import Clock, day_of
+from relay.config import Config
+from relay.errors import ConfigError
+from relay.feedback.intake import FeedbackIntake
+from relay.governor.governor import Governor
+from relay.governor.warmup import SPIKE_DAYS
+from relay.outbound import upstream
+from relay.outbound.retry import Backoff
+from relay.outbound.worker import Delivery
+from relay.signing.dkim import KeyError_, Signer, load_key
+from relay.spool.store import Spool
+from relay.state import sqlite as state
+from relay.web.tokens import UnsubscribeTokens
+
+log = logging.getLogger("relay")
+
+
+def load_signer(config: Config) -> Signer:
+    keys, errors = {}, []
+    for name, domain in config.domains.items():
+        for i, key in enumerate(domain.dkim):
+            try:
+                keys.setdefault(name, []).append(load_key(name, key.selector, key.private_key, key.algorithm))
+            except KeyError_ as exc:
+                errors.append(f"domains.{name}.dkim[{i}].private_key: {exc}")
+    if errors:
+        raise ConfigError(errors)
+    for name in config.domains:
+        if name not in keys:
+            log.warning("domain %s has no DKIM key: its mail leaves unsigned", name)
+    return Signer(keys)
+
+
+def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", UnsubscribeTokens | None]:
+    """Everything that can fail at start besides binding ports: keys, certificates, secrets."""
+    server = config.server
+    context = (tls.server_context(server.tls, config.spool.path, server.hostname)
+               if server.tls else None)
+    unreadable = [f"routes.{name}.ca_file: cannot read {route.ca_file}"
+                  for name, route in config.routes.items()
+                  if route.ca_file is not None and not os.access(route.ca_file, os.R_OK)]
+    if unreadable:
+        raise ConfigError(unreadable)
+    for i, user in enumerate(config.users):
+        for entry in user.senders:
+            domain = entry.rpartition("@")[2].lower()
+            if domain not in config.domains:
+                log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
+    for line in config.warnings():
+        log.warning("%s", line)
+    tokens = None
+    if config.feedback.unsubscribe is not None:
+        try:
+            tokens = UnsubscribeTokens(config.feedback.unsubscribe.secret())
+        except ValueError as exc:
+            raise ConfigError([f"feedback.unsubscribe.secret_env: {exc}"]) from None
+    return load_signer(config), context, tokens
+
+
+async def build_delivery(config: Config, clock: Clock) -> tuple[Spool, Governor, Delivery]:
+    """The delivery pipeline on a started spool: routes, governor (today's volumes, first
+    sends and the rate windows the last delivery process saved), signer, backoff, intake."""
+    spool = Spool(config.spool.path)
+    spool.start()
+    routes = {name: upstream.build(name, route, config.server.hostname)
+              for name, route in config.routes.items()}
+    first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
+    windows = await spool.read(state.load_windows)
+    governor = Governor(config.limits, clock, first_send, volumes, windows)
+    delivery = Delivery(config, spool, routes, load_signer(config), clock,
+                        Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
+    return spool, governor, delivery
