@@ -38,7 +38,8 @@ from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
 from relay.outbound.process import DeliveryProcess
-from relay.compose import preflight
+from relay.compose import preflight, prime_metrics
+from relay.spool.gauges import SpoolCollector
 from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
 
@@ -79,7 +80,7 @@ class Relay:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        metrics.prime(self.config)
+        prime_metrics(self.config)
         self.spool.start()
         await self.listeners.start()
         if self.config.http is not None:
@@ -93,7 +94,7 @@ class Relay:
         if self.config.metrics is not None:
             registry = metrics.CollectorRegistry()
             registry.register(metrics.Merged(self.delivery.samples))
-            registry.register(metrics.SpoolCollector(lambda: self.config, self.clock))
+            registry.register(SpoolCollector(lambda: self.config, self.clock))
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
                       "spool_space": self.acceptance.space.ready, "state": self.spool.check_state}
             self.metrics_runner, self.metrics_port = await start_http(
@@ -163,7 +164,7 @@ class Relay:
         if config.logging != self.config.logging:
             events.configure(config.logging.format, config.logging.level)
         self.config = config
-        metrics.prime(config)
+        prime_metrics(config)
         await self.delivery.reload(config)
         log.info("configuration reloaded: %d user(s), %d domain(s), %d route(s)",
                  len(config.users), len(config.domains), len(config.routes))

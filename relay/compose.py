@@ -1,6 +1,6 @@
 """How relay's objects are built from the configuration, for both of its processes: the
-DKIM keys (`load_signer`), what must hold before anything listens (`preflight`), and the
-delivery process's objects (`build_delivery`). The listener process's `Relay` (`app.py`)
+DKIM keys (`load_signer`), what must hold before anything listens (`preflight`), the
+delivery process's objects (`build_delivery`) and the metrics' label sets (`prime_metrics`). The listener process's `Relay` (`app.py`)
 and the delivery process (`outbound/process.py`) both build through here; neither imports
 the other's composition.
 """
@@ -10,17 +10,20 @@ import logging
 import os
 import ssl
 
-from relay import tls
+from relay import metrics, tls
+from relay.checks.spf import SpfResult
 from relay.clock import Clock, day_of
 from relay.config import Config
 from relay.errors import ConfigError
+from relay.feedback.events import FeedbackKind
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import Governor
+from relay.governor.governor import Governor, HoldReason
 from relay.governor.warmup import SPIKE_DAYS
 from relay.outbound import upstream
 from relay.outbound.retry import Backoff
 from relay.outbound.worker import Delivery
-from relay.signing.dkim import KeyError_, Signer, load_key
+from relay.replies import Refusal
+from relay.signing.dkim import ED25519_SHA256, RSA_SHA256, KeyError_, Signer, load_key
 from relay.spool.store import Spool
 from relay.state import sqlite as state
 from relay.web.tokens import UnsubscribeTokens
@@ -83,3 +86,29 @@ async def build_delivery(config: Config, clock: Clock) -> tuple[Spool, Governor,
     delivery = Delivery(config, spool, routes, load_signer(config), clock,
                         Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
     return spool, governor, delivery
+
+
+def prime_metrics(config: Config) -> None:
+    """Create every bounded label set at zero, so rates and alerts see a series from the start
+    (a counter that appears at its first increment hides that increment from `rate()`)."""
+    for listener in config.server.listeners:
+        if listener.role == "submission":
+            for stream in ("transactional", "bulk"):
+                metrics.MESSAGES_RECEIVED.labels(listener.name, stream)
+    for reason in Refusal:
+        metrics.MESSAGES_REJECTED.labels(reason.value)
+    algorithms = {key.algorithm or RSA_SHA256 for d in config.domains.values() for key in d.dkim}
+    for algorithm in algorithms & {RSA_SHA256, ED25519_SHA256}:
+        for result in ("ok", "error"):
+            metrics.DKIM_SIGNATURES.labels(algorithm, result)
+    for result in SpfResult:
+        metrics.SPF_CHECKS.labels(result.value)
+    for route in config.routes:
+        metrics.DELIVERY_DURATION.labels(route)
+        for result in metrics.DELIVERY_RESULTS:
+            metrics.DELIVERIES.labels(route, result)
+    for reason in HoldReason:
+        metrics.GOVERNOR_DEFERRALS.labels(reason.value)
+    for source in metrics.FEEDBACK_SOURCES:
+        for kind in FeedbackKind:
+            metrics.FEEDBACK_EVENTS.labels(source, kind.value)

@@ -9,28 +9,18 @@ Two kinds of metric:
   The delivery process sends a `snapshot()` of its own to the listener process every second
   (`outbound/process.py`), and the listener serves the sum (`Merged`), so one scrape shows
   both processes; a replaced delivery process's last numbers are kept, so sums never go back.
-- gauges read from the spool when Prometheus scrapes (`SpoolCollector`): queue, rates,
-  warm-up day, pauses, suppressions, free space. They hold across restarts because the spool does.
+- gauges read from the spool when Prometheus scrapes (`spool/gauges.py`): queue, rates,
+  warm-up day, pauses, suppressions, free space; declared here (`SPOOL_GAUGES`).
+Every bounded label set is created at zero at start (`compose.prime_metrics`). This module
+imports nothing of relay's: anything may count here. They hold across restarts because the spool does.
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Callable, Iterable
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-
-from relay.clock import Clock, day_of
-from relay.config import Config
-from relay.feedback.events import FeedbackKind
-from relay.governor.warmup import warmup_day
-from relay.model import RecipientState
-from relay.replies import Refusal
-from relay.state import sqlite as state
-from relay.state.suppressions import SuppressionReason
-from relay.spool import space
-from relay.spool.store import connect
+from prometheus_client.core import Metric
 
 prometheus_client.disable_created_metrics()    # `_created` samples cannot be summed
 
@@ -75,37 +65,9 @@ FEEDBACK_EVENTS = Counter(
 
 FEEDBACK_SOURCES = ("brevo", "mailjet", "ses", "sendgrid", "postmark", "dsn", "arf", "upstream",
                     "one_click")
-DELIVERY_RESULTS = tuple(s.value for s in RecipientState if s is not RecipientState.QUEUED) + ("deferred",)
+# the final RecipientStates (model.py), and "deferred"
+DELIVERY_RESULTS = ("delivered", "bounced", "expired", "deferred")
 QUEUE_STATES = ("ready", "deferred", "held")
-
-
-def prime(config: Config) -> None:
-    """Create every bounded label set at zero, so rates and alerts see a series from the start
-    (a counter that appears at its first increment hides that increment from `rate()`)."""
-    from relay.checks.spf import SpfResult                # these modules count metrics too
-    from relay.governor.governor import HoldReason
-    from relay.signing.dkim import ED25519_SHA256, RSA_SHA256
-    for listener in config.server.listeners:
-        if listener.role == "submission":
-            for stream in ("transactional", "bulk"):
-                MESSAGES_RECEIVED.labels(listener.name, stream)
-    for reason in Refusal:
-        MESSAGES_REJECTED.labels(reason.value)
-    algorithms = {key.algorithm or RSA_SHA256 for d in config.domains.values() for key in d.dkim}
-    for algorithm in algorithms & {RSA_SHA256, ED25519_SHA256}:
-        for result in ("ok", "error"):
-            DKIM_SIGNATURES.labels(algorithm, result)
-    for result in SpfResult:
-        SPF_CHECKS.labels(result.value)
-    for route in config.routes:
-        DELIVERY_DURATION.labels(route)
-        for result in DELIVERY_RESULTS:
-            DELIVERIES.labels(route, result)
-    for reason in HoldReason:
-        GOVERNOR_DEFERRALS.labels(reason.value)
-    for source in FEEDBACK_SOURCES:
-        for kind in FeedbackKind:
-            FEEDBACK_EVENTS.labels(source, kind.value)
 
 
 Sample = tuple[str, dict[str, str], float]
@@ -152,7 +114,7 @@ def _sample_names(family: Metric) -> list[str]:
     return [family.name]
 
 
-# The gauges SpoolCollector computes: key -> (name, help, labels).
+# The gauges spool/gauges.py computes at scrape time: key -> (name, help, labels).
 SPOOL_GAUGES = {
     "complaint": ("relay_domain_complaint_rate", "Complaints per recipient delivered over "
                   "reputation.window (0.001 is 0.10%)", ["domain"]),
@@ -173,57 +135,6 @@ SPOOL_GAUGES = {
     "min_free": ("relay_spool_min_free_bytes", "spool.min_free: with less free, new mail gets "
                  "452 4.3.1", []),
 }
-
-
-class SpoolCollector:
-    """Gauges computed from the spool database when Prometheus scrapes."""
-
-    def __init__(self, config: Callable[[], Config], clock: Clock) -> None:
-        self.config = config          # the running configuration (it changes on reload)
-        self.clock = clock
-
-    def collect(self):
-        config = self.config()
-        now = self.clock.now()
-        families = {key: GaugeMetricFamily(name, text, labels=labels)
-                    for key, (name, text, labels) in SPOOL_GAUGES.items()}
-        with connect(config.spool.path / "relay.sqlite3") as conn:
-            self._domains(conn, config, now, families)
-            self._queue(conn, now, families)
-            counts = dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
-            families["free"].add_metric([], space.free_bytes(conn, config.spool.path))
-        families["min_free"].add_metric([], config.spool_min_free)
-        for reason in SuppressionReason:
-            families["suppressions"].add_metric([reason.value], counts.get(reason.value, 0))
-        yield from families.values()
-
-    @staticmethod
-    def _domains(conn: sqlite3.Connection, config: Config, now: float, families: dict) -> None:
-        since = now - config.reputation.window
-        pauses = state.paused(conn)
-        first_send, _ = state.load(conn, day_of(now))
-        today = day_of(now)
-        for domain in sorted(config.domains):
-            delivered = state.delivered_since(conn, domain, since)
-            for name, kind in (("complaint", FeedbackKind.COMPLAINED), ("bounce", FeedbackKind.BOUNCED_HARD)):
-                count = state.count_feedback(conn, domain, (kind.value,), since)
-                families[name].add_metric([domain], count / delivered if delivered else 0.0)
-            first = first_send.get(domain)
-            families["warmup"].add_metric(
-                [domain], warmup_day(None if first is None else day_of(first), today))
-            for scope in ("bulk", "all"):
-                held = domain in pauses and pauses[domain][0] == scope
-                families["paused"].add_metric([domain, scope], 1.0 if held else 0.0)
-
-    @staticmethod
-    def _queue(conn: sqlite3.Connection, now: float, families: dict) -> None:
-        rows = {state: (count, oldest) for state, count, oldest in conn.execute(
-            "SELECT CASE WHEN next_attempt <= ?1 THEN 'ready' WHEN hold_reason != '' THEN 'held'"
-            " ELSE 'deferred' END, COUNT(*), MIN(created) FROM messages GROUP BY 1", (now,))}
-        for name in QUEUE_STATES:
-            count, oldest = rows.get(name, (0, None))
-            families["queue"].add_metric([name], count)
-            families["oldest"].add_metric([name], max(0.0, now - oldest) if oldest is not None else 0.0)
 
 
 def documented() -> dict[str, str]:

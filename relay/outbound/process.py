@@ -25,7 +25,7 @@ import sys
 
 from relay import metrics
 from relay.clock import SystemClock
-from relay.compose import build_delivery
+from relay.compose import build_delivery, prime_metrics
 from relay.config import Config
 from relay.state import sqlite as state
 
@@ -180,7 +180,7 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     loop.add_reader(wake_fd, on_wake)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    metrics.prime(config)
+    prime_metrics(config)
     report, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(report_fd, "wb", 0))
     reporter = asyncio.create_task(_report(report))
     delivery.start()
