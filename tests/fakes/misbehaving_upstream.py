@@ -26,8 +26,9 @@ import asyncio
 import base64
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
+
+from tests.fakes.upstream import wait_for_messages
 
 
 @dataclass(frozen=True)
@@ -126,15 +127,7 @@ class MisbehavingUpstream:
             return list(self.sessions[session])
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                result = predicate(list(self.messages))
-            if result:
-                return result
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                             f"the fake has {len(self.messages)} message(s)")
+        return wait_for_messages(self, predicate, timeout, what)
 
     # --- the SMTP side ------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -114,12 +114,18 @@ class FakeUpstream:
             return [m for m in self.messages if address in m.rcpt_tos]
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                result = predicate(list(self.messages))
-            if result:
-                return result
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                             f"upstream has {len(self.messages)} message(s)")
+        return wait_for_messages(self, predicate, timeout, what)
+
+
+def wait_for_messages(fake, predicate, timeout: float, what: str):
+    """`predicate(messages)` of a fake provider (one with `lock` and `messages`), polled
+    until it is true (returned) or `timeout` passes (AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with fake.lock:
+            result = predicate(list(fake.messages))
+        if result:
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                         f"the fake provider has {len(fake.messages)} message(s)")
