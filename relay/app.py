@@ -30,7 +30,6 @@ from relay import metrics
 from relay.feedback.intake import FeedbackIntake
 from relay.web import health, webhooks
 from relay.web.unsubscribe import make_app, start_http, stop_http
-from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
 from relay.checks.spf_gate import SpfGate
 from relay.config import Config
 from relay.dns import DnsResolver, Resolver
@@ -38,10 +37,9 @@ from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
 from relay.outbound.process import DeliveryProcess
-from relay.compose import preflight, prime_metrics
+from relay.compose import open_stores, preflight, prime_metrics
 from relay.spool.gauges import SpoolCollector
 from relay.spool.space import SpaceGuard
-from relay.spool.store import Spool
 
 log = logging.getLogger("relay")
 
@@ -55,20 +53,17 @@ class Relay:
         self.clock = clock or SystemClock()
         self.resolver = resolver or DnsResolver(config.dns.nameservers, config.dns.timeout, self.clock)
         self.signer, context, tokens = preflight(config)
-        self.spool = Spool(config.spool.path)
+        self.spool, self.state = open_stores(config, self.clock)
         self.signing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
         self.dmarc = DmarcMonitor(self.resolver, self.clock)
-        window = config.limits.bulk.window
-        campaigns = CampaignCounter(window, self.spool.campaigns_now(
-            int((self.clock.now() - window) // (window / BUCKETS_PER_WINDOW))))
         self.delivery = DeliveryProcess(config)
-        self.intake = FeedbackIntake(config, self.spool, self.clock)
+        self.intake = FeedbackIntake(self.state)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
             Admission(server.max_connections, server.max_connections_per_ip), self.signer,
             self.spool, self.clock, self.signing_pool,
-            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, campaigns,
+            SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, self.state,
             SpaceGuard(config.spool_min_free, self.spool.free_bytes, self.clock), tokens,
             self.intake,
             on_queued=lambda message: self.delivery.wake())
@@ -94,12 +89,13 @@ class Relay:
         if self.config.metrics is not None:
             registry = metrics.CollectorRegistry()
             registry.register(metrics.Merged(self.delivery.samples))
-            registry.register(SpoolCollector(lambda: self.config, self.clock))
+            gauges = SpoolCollector(lambda: self.config, self.clock, self.state)
+            registry.register(gauges)
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
-                      "spool_space": self.acceptance.space.ready, "state": self.spool.check_state}
+                      "spool_space": self.acceptance.space.ready, "state": self.state.check}
             self.metrics_runner, self.metrics_port = await start_http(
-                health.make_app(registry, checks), self.config.metrics.address,
-                self.config.metrics.port)
+                health.make_app(registry, checks, before_scrape=gauges.refresh),
+                self.config.metrics.address, self.config.metrics.port)
             log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
                      self.metrics_port)
         await self.delivery.start()
@@ -121,13 +117,14 @@ class Relay:
         await self.listeners.drain(drain_timeout)
         self.dmarc.close()
         await self.delivery.stop(drain_timeout)
+        await self.state.close()
         self.spool.close()
         self.signing_pool.shutdown(wait=True)
         log.info("relay stopped")
 
     async def _unsubscribed(self, recipient: str, domain: str) -> None:
         """RFC 8058 one-click: that recipient gets no more mail of that sender domain."""
-        await self.spool.suppress(recipient, domain, SuppressionReason.UNSUBSCRIBED, self.clock.now())
+        await self.state.suppress(recipient, domain, SuppressionReason.UNSUBSCRIBED)
         metrics.FEEDBACK_EVENTS.labels("one_click", "unsubscribed").inc()
         emit(Event.SUPPRESSED, domain=domain, reason=SuppressionReason.UNSUBSCRIBED.value,
              source="one_click")
@@ -160,7 +157,7 @@ class Relay:
                         "restart (links already sent must keep working with the same secret)")
         self.acceptance.spf_gate.reconfigure(config)
         self.listeners.reconfigure(config, context)
-        self.intake.config = config
+        self.state.reconfigure(config)
         if config.logging != self.config.logging:
             events.configure(config.logging.format, config.logging.level)
         self.config = config

@@ -178,114 +178,18 @@ def cmd_queue(args) -> int:
 
 
 def cmd_domains(args) -> int:
-    import time
-
-    from relay.clock import SystemClock
-    from relay.governor.governor import Governor
-    from relay.governor.warmup import SPIKE_DAYS
-    from relay.spool.store import Spool
-    from relay.clock import day_of
-    config = _load(args.config)
-    spool = Spool(config.spool.path)
-    try:
-        if args.action in ("pause", "resume"):
-            if not args.domain:
-                print(f"relay: domains {args.action} needs a domain", file=sys.stderr)
-                return 1
-            domain = args.domain.lower()
-            if args.action == "pause":
-                spool.pause(domain, "paused by the operator", time.time())
-                print(f"{domain}: paused (its mail is accepted and waits in the queue)")
-            elif spool.resume(domain, time.time()):
-                print(f"{domain}: resumed (held mail leaves within seconds)")
-            else:
-                print(f"{domain}: was not paused")
-            return 0
-        clock = SystemClock()
-        (first_send, volumes), paused = spool.governance_state_now(day_of(clock.now()) - SPIKE_DAYS - 1)
-        governor = Governor(config.limits, clock, first_send, volumes)
-        governor.set_paused(paused)
-        queued: dict[str, int] = {}
-        for summary in spool.summaries():
-            queued[summary.domain] = queued.get(summary.domain, 0) + 1
-        print(f"{'DOMAIN':<24} {'ROUTE':<10} {'STATE':<14} {'DAY':>4} {'TODAY':>7} {'CAP':>12} "
-              f"{'RATE':<10} {'QUEUED':>6} {'COMPLAINTS':>10} {'BOUNCES':>8}")
-        for domain in sorted(set(config.domains) | set(first_send)):
-            s = governor.status(domain)
-            cap = f"{s['cap']} ({s['cap_reason']})" if s["cap"] is not None else "-"
-            route = config.domains[domain].route if domain in config.domains else "(removed)"
-            delivered, complaints, bounces = spool.rates(domain, clock.now(), config.reputation.window)
-            ratio = (lambda n: f"{n / delivered:.2%}" if delivered else "-")
-            print(f"{domain:<24} {route:<10} {s['state']:<14} {s['warmup_day']:>4} {s['today']:>7} "
-                  f"{cap:>12} {s['rate'] or '-':<10} {queued.get(domain, 0):>6} "
-                  f"{ratio(complaints):>10} {ratio(bounces):>8}")
-        return 0
-    finally:
-        spool.close()
+    from relay.cli_state import cmd_domains
+    return cmd_domains(args, _load(args.config))
 
 
 def cmd_suppressions(args) -> int:
-    import csv
-    import time
-
-    from relay.spool.store import Spool
-    config = _load(args.config)
-    spool = Spool(config.spool.path)
-    try:
-        if args.action in ("add", "remove"):
-            if not (args.recipient and args.domain):
-                print(f"relay: suppressions {args.action} needs RECIPIENT and --domain", file=sys.stderr)
-                return 1
-            done = spool.suppressions(args.action, args.recipient, args.domain, time.time())
-            verb = {"add": ("suppressed", "was already suppressed"),
-                    "remove": ("removed", "was not suppressed")}[args.action]
-            print(f"{args.recipient.lower()} for {args.domain.lower()}: {verb[0] if done else verb[1]}")
-            return 0
-        rows = spool.suppressions("list", domain=args.domain or "")
-        if args.action == "export":
-            out = csv.writer(sys.stdout)
-            out.writerow(["recipient", "domain", "reason", "since"])
-            for recipient, domain, reason, since in rows:
-                out.writerow([recipient, domain, reason.value, _when(since)])
-            return 0
-        for recipient, domain, reason, since in rows:
-            print(f"{recipient:<40} {domain:<24} {reason.value:<13} {_when(since)}")
-        print(f"{len(rows)} suppression(s)")
-        return 0
-    finally:
-        spool.close()
+    from relay.cli_state import cmd_suppressions
+    return cmd_suppressions(args, _load(args.config))
 
 
 def cmd_feedback_ingest(args) -> int:
-    """A mailbox pipe: one DSN or ARF report on standard input."""
-    import asyncio
-
-    from relay.clock import SystemClock
-    from relay.feedback.intake import FeedbackIntake
-    from relay.feedback.reports import ACCEPTED, NotAReport, read_report
-    from relay.spool.store import Spool
-    config = _load(args.config)
-    clock = SystemClock()
-    try:
-        events = read_report(sys.stdin.buffer.read(), clock.now())
-    except NotAReport as exc:
-        print(f"relay: standard input is none of {ACCEPTED}: {exc}", file=sys.stderr)
-        return 1
-    if not events:
-        print("relay: the report on standard input names no recipient to act on", file=sys.stderr)
-        return 1
-    spool = Spool(config.spool.path)
-    spool.start()
-
-    async def record() -> int:
-        return await FeedbackIntake(config, spool, clock).record(events)
-    try:
-        new = asyncio.run(record())
-    finally:
-        spool.close()
-    kinds = ", ".join(sorted({e.kind.value for e in events}))
-    print(f"{len(events)} event(s) ({kinds}), {new} new")
-    return 0
+    from relay.cli_state import cmd_feedback_ingest
+    return cmd_feedback_ingest(args, _load(args.config))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -320,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     d = with_config(sub.add_parser("domains", help="warm-up day, volume, caps; pause and resume"))
-    d.add_argument("action", choices=["list", "pause", "resume"])
+    d.add_argument("action", choices=["list", "show", "pause", "resume"])
     d.add_argument("domain", nargs="?")
     d.set_defaults(fn=cmd_domains)
 

@@ -1,8 +1,10 @@
-"""How relay's objects are built from the configuration, for both of its processes: the
-DKIM keys (`load_signer`), what must hold before anything listens (`preflight`), the
-delivery process's objects (`build_delivery`) and the metrics' label sets (`prime_metrics`). The listener process's `Relay` (`app.py`)
-and the delivery process (`outbound/process.py`) both build through here; neither imports
-the other's composition.
+"""How relay's objects are built from the configuration, for both of its processes and
+the CLI: the DKIM keys (`load_signer`), what must hold before anything listens
+(`preflight`), the spool and the governance state (`open_stores`: the one place that picks
+the state's implementation), the delivery process's objects (`build_delivery`) and the
+metrics' label sets (`prime_metrics`). The listener process's `Relay` (`app.py`) and the
+delivery process (`outbound/process.py`) both build through here; neither imports the
+other's composition.
 """
 from __future__ import annotations
 
@@ -12,20 +14,22 @@ import ssl
 
 from relay import metrics, tls
 from relay.checks.spf import SpfResult
-from relay.clock import Clock, day_of
+from relay.clock import Clock
+from relay.dns import DnsResolver, Resolver
 from relay.config import Config
 from relay.errors import ConfigError
 from relay.feedback.events import FeedbackKind
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import Governor, HoldReason
-from relay.governor.warmup import SPIKE_DAYS
+from relay.governor.governor import HoldReason
+from relay.governor.providers import ProviderMap, load_mapping
 from relay.outbound import upstream
 from relay.outbound.retry import Backoff
 from relay.outbound.worker import Delivery
 from relay.replies import Refusal
 from relay.signing.dkim import ED25519_SHA256, RSA_SHA256, KeyError_, Signer, load_key
 from relay.spool.store import Spool
-from relay.state import sqlite as state
+from relay.state import State
+from relay.state.sqlite import SqliteState
 from relay.web.tokens import UnsubscribeTokens
 
 log = logging.getLogger("relay")
@@ -62,6 +66,10 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", Unsubscr
             domain = entry.rpartition("@")[2].lower()
             if domain not in config.domains:
                 log.warning("users[%d].senders: %s has no domains: entry; its mail is refused", i, entry)
+    try:
+        load_mapping(config.limits.warmup.providers)
+    except ConfigError as exc:
+        raise ConfigError([f"limits.warmup.providers: {e}" for e in exc.errors]) from None
     for line in config.warnings():
         log.warning("%s", line)
     tokens = None
@@ -73,19 +81,26 @@ def preflight(config: Config) -> tuple[Signer, "ssl.SSLContext | None", Unsubscr
     return load_signer(config), context, tokens
 
 
-async def build_delivery(config: Config, clock: Clock) -> tuple[Spool, Governor, Delivery]:
-    """The delivery pipeline on a started spool: routes, governor (today's volumes, first
-    sends and the rate windows the last delivery process saved), signer, backoff, intake."""
+def open_stores(config: Config, clock: Clock) -> tuple[Spool, State]:
+    """The spool and the governance state (sharing the spool's database: the embedded
+    state); the caller starts the spool, and closes both."""
     spool = Spool(config.spool.path)
+    return spool, SqliteState(spool.db, config, clock)
+
+
+async def build_delivery(config: Config, clock: Clock, resolver: Resolver | None = None
+                         ) -> tuple[Spool, State, Delivery]:
+    """The delivery pipeline on a started spool: routes, state, signer, backoff, intake,
+    and the mailbox providers of the recipients (MX lookups through `resolver`)."""
+    spool, state = open_stores(config, clock)
     spool.start()
     routes = {name: upstream.build(name, route, config.server.hostname)
               for name, route in config.routes.items()}
-    first_send, volumes = await spool.governance_state(day_of(clock.now()) - SPIKE_DAYS - 1)
-    windows = await spool.read(state.load_windows)
-    governor = Governor(config.limits, clock, first_send, volumes, windows)
-    delivery = Delivery(config, spool, routes, load_signer(config), clock,
-                        Backoff(config.spool.retry), governor, FeedbackIntake(config, spool, clock))
-    return spool, governor, delivery
+    resolver = resolver or DnsResolver(config.dns.nameservers, config.dns.timeout, clock)
+    providers = ProviderMap(load_mapping(config.limits.warmup.providers), resolver, clock)
+    delivery = Delivery(config, spool, state, routes, load_signer(config), clock,
+                        Backoff(config.spool.retry), FeedbackIntake(state), providers)
+    return spool, state, delivery
 
 
 def prime_metrics(config: Config) -> None:

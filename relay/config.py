@@ -236,8 +236,13 @@ class Route(Strict):
 
 
 class Warmup(Strict):
-    """Cap per day since the domain's first delivery through relay; empty: no warm-up."""
+    """Cap per healthy day since the domain's first delivery through relay; empty: no
+    warm-up. `per_provider`: one ramp per mailbox provider of the recipients, grouped by
+    the shipped mapping (`governor/providers.yaml`) and `providers`, a file of the same
+    shape whose entries replace or add to it."""
     schedule: list[int] = []
+    per_provider: bool = True
+    providers: Path | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -288,6 +293,11 @@ class Limits(Strict):
 
     def rate_for(self, domain: str) -> Rate | None:
         return self.domain_rate.get(domain, self.domain_rate.get("default"))
+
+    @property
+    def caps_per_provider(self) -> bool:
+        """Daily caps (warm-up, spike guard) are counted per mailbox provider."""
+        return self.warmup.per_provider and bool(self.warmup.schedule or self.spike.max_growth)
 
 
 class Thresholds(Strict):

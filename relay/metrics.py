@@ -120,8 +120,9 @@ SPOOL_GAUGES = {
                   "reputation.window (0.001 is 0.10%)", ["domain"]),
     "bounce": ("relay_domain_bounce_rate", "Hard bounces per recipient delivered over "
                "reputation.window (0.02 is 2%)", ["domain"]),
-    "warmup": ("relay_domain_warmup_day", "Days since the domain's first delivery through relay "
-               "(its step in limits.warmup.schedule)", ["domain"]),
+    "warmup": ("relay_domain_warmup_day", "Healthy days since the domain's first delivery "
+               "through relay: its step in limits.warmup.schedule (per provider: the lowest)",
+               ["domain"]),
     "paused": ("relay_domain_paused", "1 while the domain's mail (scope all) or bulk mail "
                "(scope bulk) is held by a pause", ["domain", "scope"]),
     "queue": ("relay_queue_messages", "Messages in the spool: ready (due now), deferred "

@@ -5,8 +5,13 @@ Asked by the delivery pipeline before each attempt, per sender domain:
 0. a domain paused by the operator waits (`relay domains pause D`, until `resume`);
    bulk mail is paced at `limits.bulk.rate`
 1. `limits.domain_rate` (sliding window, default and per-domain values)
-2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay)
+2. the warm-up cap of the day (`limits.warmup.schedule`, day 0 = first delivery through relay;
+   a day counts only when it was healthy: not paused, bounce and complaint rates under the
+   reputation limits)
 3. the spike guard after warm-up (`limits.spike.max_growth`)
+With `limits.warmup.per_provider`, 2 and 3 are counted per mailbox provider of the
+recipients (`providers.py`): each provider has its own first day, volumes and cap; the rates
+(0 and 1) are the domain's.
 Bulk mail may use only `1 - limits.bulk.reserve` of 1 to 3 (80% by default): the rest is
 transactional mail's, so a newsletter never holds back a password reset. Mail held by a rate
 (0 and 1) gets a slot of its own in its domain's line, at the rate's pace (`rates.Line`), so
@@ -16,8 +21,8 @@ whose recipients do not all fit gets what fits now, and its other recipients wai
 place in the line, until their turn. No message passes a rate, a bulk pace or a daily cap
 whole, however many recipients it has: one larger than a day's cap leaves over several days.
 A "wait" is not an attempt: the message stays queued and is due again at T. Daily volumes and
-first-send days come from the spool database at start and are counted in memory as
-deliveries happen; the spool persists them with each delivery outcome.
+first-send days come from the state (`relay/state/`) at start and are counted in memory
+as deliveries happen; the state persists them with each delivery outcome.
 """
 from __future__ import annotations
 
@@ -56,20 +61,31 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """`count` recipients may go now; the rest wait until `hold.until` (None: all granted)."""
+    """`count` recipients may go now (`by_provider`: how many of each provider's, when asked
+    by provider); the rest wait until `hold.until` (None: all granted)."""
     count: int
     hold: Hold | None
+    by_provider: dict[str, int] | None = None
 
 
 _UNLIMITED = 1 << 62
+WHOLE = ""          # the provider of every recipient when caps are not per provider
+
+
+def ramp(domain: str, provider: str = WHOLE) -> str:
+    """The key of a daily-cap ramp: the domain's, or one mailbox provider's within it."""
+    return f"{domain} {provider}" if provider else domain
 
 
 class Governor:
     def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
                  volumes: dict[tuple[str, int], int],
-                 windows: dict[str, list[tuple[float, int]]] | None = None) -> None:
-        """`windows`: the rate windows `export_windows` saved when the last delivery process
-        stopped, so a reload or restart does not start the rates from empty."""
+                 windows: dict[str, list[tuple[float, int]]] | None = None,
+                 unhealthy: dict[str, set[int]] | None = None) -> None:
+        """`first_send` and `volumes` are keyed by ramp (`ramp()`: the domain, or a provider
+        within it). `windows`: the rate windows `export_windows` saved when the last delivery
+        process stopped, so a reload or restart does not start the rates from empty.
+        `unhealthy`: per domain, the days that do not count toward the warm-up."""
         self.limits = limits
         self.clock = clock
         self._first_send = dict(first_send)
@@ -78,6 +94,7 @@ class Governor:
         self._line = Line()
         self._paused: dict[str, tuple[str, str]] = {}
         self._in_flight: dict[str, int] = {}
+        self._unhealthy = dict(unhealthy or {})
 
     def export_windows(self) -> dict[str, list[tuple[float, int]]]:
         """The rate windows' recent entries, to be handed to the next Governor."""
@@ -90,31 +107,51 @@ class Governor:
         the operator's pauses (`relay domains pause`) and the reputation rules' ones."""
         self._paused = dict(paused)
 
-    def reserve(self, domain: str, asked: int, bulk: bool = False,
+    def set_unhealthy(self, unhealthy: dict[str, set[int]]) -> None:
+        """Per domain, the days that do not count toward the warm-up (paused, or bounce or
+        complaint rate over the reputation limit): feedback keeps arriving for past days."""
+        self._unhealthy = dict(unhealthy)
+
+    def reserve(self, domain: str, asked: int | dict[str, int], bulk: bool = False,
                 ticket: str | None = None) -> Grant:
         """How many of `asked` recipients may go now, and when to ask for the rest: one
         decision, counted at once (the rate windows and the recipients in flight), so
         parallel workers never pass a limit together. No message passes a limit whole: the
         grant is what fits every rate and the day's cap; the rest waits (not an attempt).
+        `asked` by mailbox provider (in the message's order) when caps are per provider.
         `ticket` (the message id) keeps a message held by a rate in its place in the line."""
+        by_provider = isinstance(asked, dict)
+        wanted = dict(asked) if by_provider else {WHOLE: asked}
+        total = sum(wanted.values())
         now = self.clock.now()
         pause = self._paused.get(domain)
         if pause is not None and (pause[0] == "all" or bulk):
-            return Grant(0, Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
+            return self._grant({}, by_provider, Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
         line = domain + ("#bulk" if bulk else "")
         turn = self._line.turn(ticket)
         if ticket is not None and not turn and self._line.waiting(line, now):
             spacing, reason, detail = self._pace(domain, bulk)        # behind the held mail
-            return Grant(0, Hold(self._line.take(line, ticket, now, asked, spacing), reason, detail))
+            return self._grant({}, by_provider, Hold(
+                self._line.take(line, ticket, now, total, spacing), reason, detail))
         room = self._rate_room(domain, bulk, now)
-        cap_room, cap_hold = self._cap_room(domain, bulk, now)
-        granted = min(asked, room, cap_room)
-        if granted:
-            self._count(domain, granted, bulk, now)
-        if granted == asked:
-            return Grant(granted, None)
-        if cap_room <= min(asked, room):          # the day's cap binds: tomorrow
-            return Grant(granted, cap_hold)
+        granted: dict[str, int] = {}
+        cap_hold, rate_rest = None, 0
+        for provider, n in wanted.items():
+            cap_room, hold = self._cap_room(domain, provider, bulk, now)
+            granted[provider] = min(n, cap_room, room)
+            if granted[provider] < n:
+                if cap_room <= min(n, room):      # the day's cap binds: tomorrow
+                    cap_hold = cap_hold or hold
+                else:
+                    rate_rest += n - granted[provider]
+            room -= granted[provider]
+            if granted[provider]:
+                self._count(domain, provider, granted[provider], bulk, now)
+        count = sum(granted.values())
+        if count == total:
+            return self._grant(granted, by_provider, None)
+        if not rate_rest:
+            return self._grant(granted, by_provider, cap_hold)
         hold = self._rate_hold(domain, bulk, now)     # when one more fits, after this grant
         if ticket is not None:
             # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
@@ -122,28 +159,34 @@ class Governor:
             # queues behind it. A slot is at most one window long: the rest of a big message
             # must not queue behind its own earlier slot next time round.
             spacing, _, _ = self._pace(domain, bulk)
-            place = self._line.again if turn and not granted else self._line.take
-            units = min([asked - granted] + [limit.count for _, limit, _, _
-                                             in self._rate_checks(domain, bulk)])
+            place = self._line.again if turn and not count else self._line.take
+            units = min([rate_rest] + [limit.count for _, limit, _, _
+                                       in self._rate_checks(domain, bulk)])
             hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
-        return Grant(granted, hold)
+        return self._grant(granted, by_provider, hold)
+
+    @staticmethod
+    def _grant(granted: dict[str, int], by_provider: bool, hold: Hold | None) -> Grant:
+        return Grant(sum(granted.values()), hold, granted if by_provider else None)
 
     def _rate_room(self, domain: str, bulk: bool, now: float) -> int:
         """How many recipients every rate lets through now."""
         return min((self._windows.room(key, limit, now)
                     for key, limit, _, _ in self._rate_checks(domain, bulk)), default=_UNLIMITED)
 
-    def _cap_room(self, domain: str, bulk: bool, now: float) -> tuple[int, Hold | None]:
-        """How many recipients the day's cap (warm-up or spike) still lets through, counting
-        those in flight; the hold until tomorrow for the rest."""
+    def _cap_room(self, domain: str, provider: str, bulk: bool, now: float) -> tuple[int, Hold | None]:
+        """How many recipients of `provider` the day's cap (warm-up or spike) still lets
+        through, counting those in flight; the hold until tomorrow for the rest."""
         today = day_of(now)
-        cap, reason = self.daily_cap(domain, today)
+        cap, reason = self.daily_cap(domain, today, provider)
         if cap is None:
             return _UNLIMITED, None
-        sent = self._volumes.get((domain, today), 0) + self._in_flight.get(domain, 0)
+        key = ramp(domain, provider)
+        sent = self._volumes.get((key, today), 0) + self._in_flight.get(key, 0)
         share = max(1, int(cap * self._share(bulk))) if cap else 0    # as a rate's: never 0
+        of = f" to {provider}" if provider else ""
         return max(0, share - sent), Hold((today + 1) * DAY, reason,
-                                          f"{reason.value} cap {cap}/day{self._of(bulk)} "
+                                          f"{reason.value} cap {cap}/day{of}{self._of(bulk)} "
                                           f"reached ({sent} sent)")
 
     def _rate_checks(self, domain: str, bulk: bool) -> list[tuple[str, Rate, HoldReason, str]]:
@@ -187,20 +230,26 @@ class Governor:
     def _of(self, bulk: bool) -> str:
         return f" (bulk's {self._share(True):.0%})" if bulk else ""
 
-    def daily_cap(self, domain: str, today: int) -> tuple[int | None, HoldReason]:
-        first = self._first_send.get(domain)
+    def daily_cap(self, domain: str, today: int, provider: str = WHOLE) -> tuple[int | None, HoldReason]:
+        key = ramp(domain, provider)
+        first = self._first_send.get(key)
         first_day = day_of(first) if first is not None else None
-        day = warmup_day(first_day, today)
-        cap = warmup_cap(self.limits.warmup.schedule, day)
+        cap = warmup_cap(self.limits.warmup.schedule, self.warmup_day(domain, today, provider))
         if cap is not None:
             return cap, HoldReason.WARMUP
-        previous = [self._volumes.get((domain, today - i), 0) for i in range(1, SPIKE_DAYS + 1)]
+        previous = [self._volumes.get((key, today - i), 0) for i in range(1, SPIKE_DAYS + 1)]
         history = 0 if first_day is None else today - first_day
         return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
 
-    def _count(self, domain: str, recipients: int, bulk: bool, now: float) -> None:
+    def warmup_day(self, domain: str, today: int, provider: str = WHOLE) -> int:
+        first = self._first_send.get(ramp(domain, provider))
+        return warmup_day(day_of(first) if first is not None else None, today,
+                          self._unhealthy.get(domain, ()))
+
+    def _count(self, domain: str, provider: str, recipients: int, bulk: bool, now: float) -> None:
         """Recipients granted: in flight until `delivered`, and in the rate windows."""
-        self._in_flight[domain] = self._in_flight.get(domain, 0) + recipients
+        key = ramp(domain, provider)
+        self._in_flight[key] = self._in_flight.get(key, 0) + recipients
         rate = self.limits.rate_for(domain)
         if rate is not None:                      # no limit, nothing to remember
             self._windows.record(domain, recipients, now, rate.period)
@@ -209,31 +258,38 @@ class Governor:
             if rate is not None:
                 self._windows.record(domain + "#share", recipients, now, rate.period)
 
-    def delivered(self, domain: str, recipients: int, attempted: int | None = None) -> None:
-        """Recipients the route accepted (of `attempted` sent): they count toward the day's
-        volume; the attempt is no longer in flight."""
-        left = self._in_flight.get(domain, 0) - (recipients if attempted is None else attempted)
+    def delivered(self, domain: str, recipients: int, attempted: int | None = None,
+                  provider: str = WHOLE) -> None:
+        """Recipients of `provider` the route accepted (of `attempted` sent): they count toward
+        the day's volume; the attempt is no longer in flight."""
+        key = ramp(domain, provider)
+        left = self._in_flight.get(key, 0) - (recipients if attempted is None else attempted)
         if left > 0:
-            self._in_flight[domain] = left
+            self._in_flight[key] = left
         else:
-            self._in_flight.pop(domain, None)
+            self._in_flight.pop(key, None)
         if recipients <= 0:                       # nothing delivered: the warm-up has not begun
             return
         now = self.clock.now()
-        key = (domain, day_of(now))
-        self._volumes[key] = self._volumes.get(key, 0) + recipients
-        self._first_send.setdefault(domain, now)
+        self._volumes[(key, day_of(now))] = self._volumes.get((key, day_of(now)), 0) + recipients
+        self._first_send.setdefault(key, now)
         for old in [k for k in self._volumes if k[1] < day_of(now) - SPIKE_DAYS - 1]:
             del self._volumes[old]
 
-    def status(self, domain: str) -> dict:
-        """What `relay domains list` shows of a domain."""
+    def status(self, domain: str, provider: str = WHOLE) -> dict:
+        """What `relay domains list|show` shows of a domain's ramp (of one provider)."""
         today = day_of(self.clock.now())
-        first = self._first_send.get(domain)
-        cap, reason = self.daily_cap(domain, today)
+        cap, reason = self.daily_cap(domain, today, provider)
         pause = self._paused.get(domain)
+        sent = self._volumes.get((ramp(domain, provider), today), 0)
         return {"state": f"paused ({pause[0]})" if pause else "active",
-                "warmup_day": warmup_day(day_of(first) if first else None, today),
-                "today": self._volumes.get((domain, today), 0), "cap": cap,
+                "warmup_day": self.warmup_day(domain, today, provider),
+                "today": sent, "cap": cap,
                 "cap_reason": reason.value if cap is not None else None,
+                "next_release": (today + 1) * DAY if cap is not None and sent >= cap else None,
                 "rate": (self.limits.rate_for(domain).text if self.limits.rate_for(domain) else None)}
+
+    def ramps(self, domain: str) -> list[str]:
+        """The providers the domain has a ramp for (WHOLE when caps are not per provider)."""
+        return sorted({key.partition(" ")[2] for key in self._first_send
+                       if key.partition(" ")[0] == domain})

@@ -1,17 +1,24 @@
 """Daily caps: the warm-up ramp of a new domain, then the spike guard.
 
-Warm-up (REFERENCE "Warm-up"): day N since the domain's first delivery through relay may
-carry at most `schedule[N]` recipients; past the last step there is no warm-up cap. The
+Warm-up (REFERENCE "Warm-up"): warm-up day N may carry at most `schedule[N]` recipients;
+past the last step there is no warm-up cap. Day N is the Nth day since the first delivery
+through relay, counting only the healthy days: a day the domain was paused, or whose bounce
+or complaint rate went over the reputation limit, does not move the ramp on. The
 spike guard, after warm-up: no day above `max_growth` x the average of the 7 previous days,
 once the domain has 7 days of history (before that there is nothing to compare with).
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 SPIKE_DAYS = 7
 
 
-def warmup_day(first_send_day: int | None, today: int) -> int:
-    return 0 if first_send_day is None else max(0, today - first_send_day)
+def warmup_day(first_send_day: int | None, today: int, unhealthy: Iterable[int] = ()) -> int:
+    """The days since the first send, today excluded, less those that did not count."""
+    if first_send_day is None:
+        return 0
+    return max(0, today - first_send_day - sum(first_send_day <= d < today for d in set(unhealthy)))
 
 
 def warmup_cap(schedule: list[int], day: int) -> int | None:

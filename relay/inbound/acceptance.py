@@ -45,13 +45,14 @@ from relay.config import Config
 from relay.errors import PolicyError, TemporaryError
 from relay.events import Event, emit
 from relay.feedback.reports import ACCEPTED, NotAReport, read_report
-from relay.governor.bulk import CampaignCounter, campaign_key
+from relay.governor.bulk import campaign_key
 from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
 from relay.signing.dkim import Signer
 from relay.state.suppressions import SuppressionReason
 from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
+from relay.state import State
 
 if TYPE_CHECKING:
     from relay.feedback.intake import FeedbackIntake
@@ -80,7 +81,7 @@ class SessionState:
 class Acceptance:
     def __init__(self, config: Config, users: Users, throttle: AuthThrottle, admission: Admission,
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
-                 spf_gate: SpfGate, dmarc: DmarcMonitor, campaigns: CampaignCounter,
+                 spf_gate: SpfGate, dmarc: DmarcMonitor, state: State,
                  space: SpaceGuard, tokens: "UnsubscribeTokens | None" = None,
                  intake: "FeedbackIntake | None" = None, on_queued=lambda message: None) -> None:
         self.config = config
@@ -93,7 +94,7 @@ class Acceptance:
         self.signing_pool = signing_pool
         self.spf_gate = spf_gate
         self.dmarc = dmarc
-        self.campaigns = campaigns
+        self.state = state
         self.space = space
         self.tokens = tokens
         self.intake = intake
@@ -147,7 +148,7 @@ class Acceptance:
         sender.check_syntax(address, session.smtputf8)
         if session.feedback:                      # any local mailbox: nothing is relayed
             return replies.R250_RECIPIENT_OK
-        reason = await self.spool.suppression(address, session.sender_domain)
+        reason = await self.state.suppression(address, session.sender_domain)
         if reason is not None:
             reply = _SUPPRESSION_REPLIES.get(reason, replies.R550_SUPPRESSED)
             raise PolicyError(reply.format(address=address, domain=session.sender_domain),
@@ -180,7 +181,7 @@ class Acceptance:
         campaign = campaign_key(session.sender_domain, parsed.headers, parsed.from_address)
         parsed.headers.extend((k.encode(), b" " + v.encode())
                               for k, v in self.config.routes[route_name].headers.items())
-        total = self.campaigns.add(campaign, len(recipients), now)
+        total = await self.state.count_campaign(session.sender_domain, campaign, len(recipients))
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
         messages = []
         for group, extra in self._unsubscribe_groups(parsed, stream, session.sender_domain, recipients):
@@ -196,8 +197,9 @@ class Acceptance:
                 mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")]))
         message_id = b"".join(parsed.get(b"Message-ID")[:1]).decode("ascii", "replace")
         await self.space.check(sum(len(m.body) for m in messages))    # low meanwhile?
-        await self._store(messages, (campaign, self.campaigns.bucket_of(now), len(recipients)),
-                          message_id)
+        if message_id:
+            await self.state.remember_message(message_id, session.sender_domain)
+        await self._store(messages)
         for message in messages:
             emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
                  stream=stream.name.lower(), user=session.principal.username,
@@ -255,10 +257,9 @@ class Acceptance:
             log.error("DKIM signing failed for %s (%s): %s", queue_id, domain, exc)
             raise TemporaryError(replies.R451_SIGNING_FAILED, str(exc)) from exc
 
-    async def _store(self, messages: list[QueuedMessage], campaign: tuple[str, int, int],
-                     message_id: str) -> None:
+    async def _store(self, messages: list[QueuedMessage]) -> None:
         try:
-            await self.spool.enqueue(*messages, campaign=campaign, message_id=message_id)
+            await self.spool.enqueue(*messages)
         except Exception as exc:
             log.error("spooling %s failed: %s", messages[0].id, exc)
             raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc

@@ -27,7 +27,6 @@ from relay import metrics
 from relay.clock import SystemClock
 from relay.compose import build_delivery, prime_metrics
 from relay.config import Config
-from relay.state import sqlite as state
 
 log = logging.getLogger("relay.delivery")
 
@@ -163,7 +162,7 @@ class DeliveryProcess:
 async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    spool, governor, delivery = await build_delivery(config, SystemClock())
+    spool, state, delivery = await build_delivery(config, SystemClock())
 
     def on_wake() -> None:
         try:
@@ -186,7 +185,7 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
     delivery.start()
     await done.wait()
     await delivery.stop(timeout=30.0)
-    await spool.write(lambda conn: state.save_windows(conn, governor.export_windows()))
+    await state.close()                           # the rate windows, for the next process
     spool.close()
     reporter.cancel()
     _report_once(report, "")

@@ -2,16 +2,19 @@
 
 `Delivery.deliver` is the flow, written out once:
 1. the scheduler (`_dispatch`) yields a due message; transactional mail goes before bulk
-2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone; the governor
-   grants what of its recipients fits now (domain rate, bulk pace, warm-up cap, spike
-   guard), and holds the rest until T: only the granted recipients go in this transaction,
-   holding is not an attempt, and held time never counts toward `spool.max_age`
+2. load it; a message deleted meanwhile (`relay queue delete`) is simply gone; its
+   recipients are grouped by mailbox provider when caps are per provider
+   (`limits.warmup.per_provider`); the state grants what of them fits now (pause, domain
+   rate, bulk pace, warm-up cap, spike guard: `State.reserve`), and holds the rest until T:
+   only the granted recipients go in this transaction, holding is not an attempt, and held
+   time never counts toward `spool.max_age`
 3. the route carries it over one of its pooled sessions (`max_connections` per route)
 4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
    expired
-5. the new state is persisted with the DSN for what failed for good (one transaction,
-   retried until the spool takes it: never a second send because an outcome could not be
+5. what was delivered is counted (`State.record_outcome`, keyed by queue id and attempt),
+   and the new state is persisted with the DSN for what failed for good (one transaction;
+   both retried until taken: never a second send because an outcome could not be
    written), an event is logged and metrics move per outcome; the route's refusals become feedback
    (a dead address is suppressed, the domain's bounce rate moves)
 
@@ -33,8 +36,9 @@ from relay.events import Event, emit
 from relay.feedback.classify import classify, feedback_kind, parse_reply
 from relay.feedback.events import FeedbackEvent, dedupe_key
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import Governor, Hold
-from relay.state import sqlite as state
+from relay.governor.governor import WHOLE, Grant, Hold
+from relay.governor.providers import ProviderMap
+from relay.state import Outcome, State
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
@@ -70,18 +74,54 @@ def upstream_feedback(message: QueuedMessage, recipients: list[Recipient], now: 
     return events
 
 
+def _count(providers: list[str]) -> dict[str, int]:
+    """Recipients per provider, in the order they first appear."""
+    asked: dict[str, int] = {}
+    for provider in providers:
+        asked[provider] = asked.get(provider, 0) + 1
+    return asked
+
+
+def _granted(pending: list[Recipient], providers: list[str] | None,
+             grant: Grant) -> list[tuple[Recipient, str]]:
+    """The recipients that go now, with their provider: the first `grant.count`, or of each
+    provider's, the first as many as its grant."""
+    if providers is None or grant.by_provider is None:
+        return [(r, WHOLE) for r in pending[:grant.count]]
+    left = dict(grant.by_provider)
+    chosen = []
+    for recipient, provider in zip(pending, providers):
+        if left.get(provider, 0) > 0:
+            left[provider] -= 1
+            chosen.append((recipient, provider))
+    return chosen
+
+
+def _outcome(message: QueuedMessage, chosen: list[tuple[Recipient, str]]) -> Outcome:
+    """What this attempt counts toward the daily volumes, per provider."""
+    attempted: dict[str, int] = {}
+    delivered: dict[str, int] = {}
+    for recipient, provider in chosen:
+        attempted[provider] = attempted.get(provider, 0) + 1
+        if recipient.state is RecipientState.DELIVERED:
+            delivered[provider] = delivered.get(provider, 0) + 1
+    return Outcome(f"{message.id}:{message.attempts}", message.domain, attempted, delivered)
+
+
 class Delivery:
-    def __init__(self, config: Config, spool: Spool, routes: dict[str, RouteClient],
-                 signer: Signer, clock: Clock, backoff: Backoff, governor: Governor,
-                 intake: FeedbackIntake | None = None, poll_interval: float = 1.0) -> None:
+    def __init__(self, config: Config, spool: Spool, state: State, routes: dict[str, RouteClient],
+                 signer: Signer, clock: Clock, backoff: Backoff,
+                 intake: FeedbackIntake | None = None, providers: ProviderMap | None = None,
+                 poll_interval: float = 1.0) -> None:
         self.config = config
         self.spool = spool
+        self.state = state
         self.routes = routes
         self.signer = signer
         self.clock = clock
         self.backoff = backoff
-        self.governor = governor
         self.intake = intake
+        self.providers = providers
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
@@ -103,11 +143,14 @@ class Delivery:
         route = self.routes[message.route]
         pending = message.pending()
         bulk = message.stream is Stream.BULK
-        grant = self.governor.reserve(message.domain, len(pending), bulk, ticket=message.id)
+        providers = await self._providers(message.domain, pending)
+        asked = _count(providers) if providers else len(pending)
+        grant = await self.state.reserve(message.domain, asked, bulk, message.id)
         if not grant.count:
             await self._hold(message, grant.hold)
             return
-        batch = pending[:grant.count]             # the rest waits for its turn (grant.hold)
+        chosen = _granted(pending, providers, grant)    # the rest waits for its turn (grant.hold)
+        batch = [recipient for recipient, _ in chosen]
         message.attempts += 1
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(batch))
@@ -120,8 +163,7 @@ class Delivery:
         metrics.DELIVERY_DURATION.labels(route.name).observe(time.monotonic() - started)
         now = self.clock.now()
         self._classify(message, batch, answers, now)
-        delivered = sum(r.state is RecipientState.DELIVERED for r in batch)
-        self.governor.delivered(message.domain, delivered, len(batch))
+        outcome = _outcome(message, chosen)
         held = self._rest_waits(message, batch, grant.hold, now) if grant.hold else None
         failed = [r for r in batch if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
         dsns = []
@@ -129,7 +171,7 @@ class Delivery:
             loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
-        await self._record(message, dsns, delivered, now, held.reason.value if held else "")
+        await self._record(message, outcome, dsns, held.reason.value if held else "")
         if self.intake is not None:
             await self.intake.record(upstream_feedback(message, batch, now))
         for extra in dsns:
@@ -154,17 +196,23 @@ class Delivery:
         message.next_attempt = hold.until
         return hold
 
-    async def _record(self, message: QueuedMessage, dsns: list[QueuedMessage], delivered: int,
-                      now: float, hold_reason: str = "") -> None:
-        """Step 5's write, retried until the spool takes it: the route has answered, and an
-        outcome given up on would send the message again (a full disk must never cause a
-        second send). This worker takes no other message meanwhile; acceptance keeps
-        `spool.min_free` for these writes, so it waits only while space is freed."""
+    async def _record(self, message: QueuedMessage, outcome: Outcome, dsns: list[QueuedMessage],
+                      hold_reason: str = "") -> None:
+        """Step 5's writes, retried until taken: the route has answered, and an outcome
+        given up on would send the message again (a full disk must never cause a second
+        send). The count is submitted first and awaited last, so both writes can share one
+        commit; it is idempotent, so a retry counts once. This worker takes no other
+        message meanwhile; acceptance keeps `spool.min_free` for these writes, so it waits
+        only while space is freed."""
         delay = _RECORD_RETRY
         failing = False
         while True:
             try:
-                await self.spool.record_attempt(message, dsns, delivered, now, hold_reason)
+                counted = self.state.record_outcome(outcome)
+                try:
+                    await self.spool.record_attempt(message, dsns, hold_reason)
+                finally:
+                    await counted
             except sqlite3.Error as exc:
                 if not failing:
                     log.error("%s: the outcome of its attempt cannot be written (%s); retrying "
@@ -177,6 +225,13 @@ class Delivery:
             if failing:
                 log.warning("%s: the outcome of its attempt is written at last", message.id)
             return
+
+    async def _providers(self, domain: str, pending: list[Recipient]) -> list[str] | None:
+        """Each pending recipient's mailbox provider, when the domain's daily caps are per
+        provider; None when they are the domain's."""
+        if self.providers is None or not self.config.limits.caps_per_provider:
+            return None
+        return await self.providers.providers([r.address for r in pending])
 
     async def _hold(self, message: QueuedMessage, hold: Hold) -> None:
         """Step 2's "wait until T": not an attempt, and the wait never counts toward max_age."""
@@ -255,26 +310,23 @@ class Delivery:
             if self.intake is not None and now - self._judged >= _REJUDGE:
                 await self.intake.reevaluate()        # rates move with time too
                 self._judged = now
-            paused = await self.spool.paused_domains()
+            paused = await self.state.paused()
             if paused != self._paused or not self._pauses_read:
                 if paused != self._paused:
                     log.info("paused domains now: %s", ", ".join(
                         f"{d} ({s})" for d, (s, _) in sorted(paused.items())) or "none")
-                self.governor.set_paused(paused)
                 # mail held by a pause that is lifted (or narrowed to bulk) is due now; at
                 # start, also that of pauses lifted while this process was not running
                 lifted = [d for d, (scope, _) in self._paused.items()
                           if paused.get(d, ("",))[0] != scope]
                 for domain in (lifted if self._pauses_read else [None]):
-                    released = await self.spool.write(lambda conn, d=domain: state.release_held(
-                        conn, self.clock.now(), paused, d))
+                    released = await self.spool.release_held(self.clock.now(), paused, domain)
                     if released:
                         log.info("released %d message(s) held by a lifted pause", released)
                 self._paused = paused
                 self._pauses_read = True
-            for domain in self.governor.sweep():  # a deleted backlog: nothing to wait behind
-                released = await self.spool.write(lambda conn, d=domain: state.release_rate_holds(
-                    conn, d, self.clock.now()))
+            for domain in await self.state.refresh():   # a deleted backlog: nothing to wait behind
+                released = await self.spool.release_rate_holds(domain, self.clock.now())
                 log.info("%s: the rate line's messages stopped coming back; %d held message(s) "
                          "looked at again", domain, released)
             self._paused_checked = now

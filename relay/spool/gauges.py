@@ -1,7 +1,8 @@
-"""The gauges computed from the spool database when Prometheus scrapes (declared in
-`metrics.SPOOL_GAUGES`): per domain complaint and bounce rates, warm-up day and pauses; the
-queue by state and its oldest message; suppressions; the spool's free space. They hold
-across restarts because the spool does.
+"""The gauges computed when Prometheus scrapes (declared in `metrics.SPOOL_GAUGES`): the
+queue by state and its oldest message and the spool's free space, from the spool; per
+domain complaint and bounce rates, warm-up day and pauses, and suppressions, from the
+governance state (read by `refresh` before each scrape: the state is async). They hold
+across restarts because the spool and the state do.
 """
 from __future__ import annotations
 
@@ -10,23 +11,29 @@ from typing import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 
-from relay.clock import Clock, day_of
+from relay.clock import Clock
 from relay.config import Config
-from relay.feedback.events import FeedbackKind
-from relay.governor.warmup import warmup_day
 from relay.metrics import QUEUE_STATES, SPOOL_GAUGES
 from relay.spool import space
-from relay.spool.store import connect
-from relay.state import sqlite as state
+from relay.spool.db import connect
+from relay.state import DomainStatus, State
 from relay.state.suppressions import SuppressionReason
 
 
 class SpoolCollector:
-    """Gauges computed from the spool database when Prometheus scrapes."""
+    """Gauges computed from the spool and the state when Prometheus scrapes."""
 
-    def __init__(self, config: Callable[[], Config], clock: Clock) -> None:
+    def __init__(self, config: Callable[[], Config], clock: Clock, state: State) -> None:
         self.config = config          # the running configuration (it changes on reload)
         self.clock = clock
+        self.state = state
+        self._domains: list[DomainStatus] = []
+        self._suppressions: dict[str, int] = {}
+
+    async def refresh(self) -> None:
+        """Read the state's figures for the next `collect`."""
+        self._domains = [await self.state.domain_status(d) for d in sorted(self.config().domains)]
+        self._suppressions = await self.state.suppression_counts()
 
     def collect(self):
         config = self.config()
@@ -34,32 +41,20 @@ class SpoolCollector:
         families = {key: GaugeMetricFamily(name, text, labels=labels)
                     for key, (name, text, labels) in SPOOL_GAUGES.items()}
         with connect(config.spool.path / "relay.sqlite3") as conn:
-            self._domains(conn, config, now, families)
             self._queue(conn, now, families)
-            counts = dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
             families["free"].add_metric([], space.free_bytes(conn, config.spool.path))
         families["min_free"].add_metric([], config.spool_min_free)
-        for reason in SuppressionReason:
-            families["suppressions"].add_metric([reason.value], counts.get(reason.value, 0))
-        yield from families.values()
-
-    @staticmethod
-    def _domains(conn: sqlite3.Connection, config: Config, now: float, families: dict) -> None:
-        since = now - config.reputation.window
-        pauses = state.paused(conn)
-        first_send, _ = state.load(conn, day_of(now))
-        today = day_of(now)
-        for domain in sorted(config.domains):
-            delivered = state.delivered_since(conn, domain, since)
-            for name, kind in (("complaint", FeedbackKind.COMPLAINED), ("bounce", FeedbackKind.BOUNCED_HARD)):
-                count = state.count_feedback(conn, domain, (kind.value,), since)
-                families[name].add_metric([domain], count / delivered if delivered else 0.0)
-            first = first_send.get(domain)
-            families["warmup"].add_metric(
-                [domain], warmup_day(None if first is None else day_of(first), today))
+        for status in self._domains:
+            rates = status.rates
+            families["complaint"].add_metric([status.domain], rates.complaint_rate)
+            families["bounce"].add_metric([status.domain], rates.bounce_rate)
+            families["warmup"].add_metric([status.domain], min(r.warmup_day for r in status.ramps))
             for scope in ("bulk", "all"):
-                held = domain in pauses and pauses[domain][0] == scope
-                families["paused"].add_metric([domain, scope], 1.0 if held else 0.0)
+                families["paused"].add_metric([status.domain, scope],
+                                              1.0 if status.state == f"paused ({scope})" else 0.0)
+        for reason in SuppressionReason:
+            families["suppressions"].add_metric([reason.value], self._suppressions.get(reason.value, 0))
+        yield from families.values()
 
     @staticmethod
     def _queue(conn: sqlite3.Connection, now: float, families: dict) -> None:

@@ -1,9 +1,14 @@
-"""Governance state in the spool's SQLite database: the tables, and the writes that ride in
-the same transaction as the delivery outcome they count (so a crash cannot count a delivery
-that was not recorded, nor record one that was not counted).
+"""The embedded governance state's tables, in the spool's SQLite database, and the SQL on
+them. Functions run on the caller's connection inside the caller's transaction;
+`sqlite.py`'s `SqliteState` is the only caller.
 
-    domain_days   (domain, day, delivered)   recipients delivered per UTC day
-    domain_state  (domain, first_send)       when relay first delivered for the domain
+    ramp_days     (domain, provider, day, delivered)   recipients delivered per UTC day, per
+                                             mailbox provider ('' when caps are per domain)
+    ramp_state    (domain, provider, first_send)  when relay first delivered to that provider
+    day_health    (domain, day, complaints, bounces, paused)   what decides whether a day
+                                             counts toward the warm-up
+    outcome_keys  (key, at)                  delivery outcomes already counted (queue id and
+                                             attempt): a retried write counts once
     domain_pauses (domain, since, reason)    domains whose mail waits (`relay domains pause`)
     campaign_buckets (campaign, bucket, recipients)   mass-send detection counts
     feedback_events (dedupe_key, domain, recipient, kind, at, received)   bounces,
@@ -22,17 +27,34 @@ import json
 import sqlite3
 
 from relay.clock import day_of
+from relay.config import Reputation
+from relay.governor.governor import ramp
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS domain_days (
+CREATE TABLE IF NOT EXISTS ramp_days (
     domain TEXT NOT NULL,
+    provider TEXT NOT NULL,
     day INTEGER NOT NULL,
     delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (domain, day, provider)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ramp_state (
+    domain TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    first_send REAL NOT NULL,
+    PRIMARY KEY (domain, provider)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS day_health (
+    domain TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    complaints INTEGER NOT NULL DEFAULT 0,
+    bounces INTEGER NOT NULL DEFAULT 0,
+    paused INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (domain, day)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS domain_state (
-    domain TEXT PRIMARY KEY,
-    first_send REAL NOT NULL
+CREATE TABLE IF NOT EXISTS outcome_keys (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_buckets (
     campaign TEXT NOT NULL,
@@ -77,20 +99,104 @@ CREATE TABLE IF NOT EXISTS rate_windows (
 
 
 
-def add_deliveries(conn: sqlite3.Connection, domain: str, count: int, now: float) -> None:
-    conn.execute("INSERT INTO domain_days (domain, day, delivered) VALUES (?, ?, ?)"
-                 " ON CONFLICT (domain, day) DO UPDATE SET delivered = delivered + excluded.delivered",
-                 (domain, day_of(now), count))
-    conn.execute("INSERT INTO domain_state (domain, first_send) VALUES (?, ?) ON CONFLICT (domain)"
-                 " DO UPDATE SET first_send = MIN(first_send, excluded.first_send)", (domain, now))
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the tables; move a state written before per-provider ramps (domain_days,
+    domain_state: the whole domain's, provider '') and before feedback kept its receipt time."""
+    conn.executescript(SCHEMA)
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "domain_days" in tables:
+        conn.execute("INSERT OR IGNORE INTO ramp_days (domain, provider, day, delivered)"
+                     " SELECT domain, '', day, delivered FROM domain_days")
+        conn.execute("DROP TABLE domain_days")
+    if "domain_state" in tables:
+        conn.execute("INSERT OR IGNORE INTO ramp_state (domain, provider, first_send)"
+                     " SELECT domain, '', first_send FROM domain_state")
+        conn.execute("DROP TABLE domain_state")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback_events)")}
+    if "received" not in columns:
+        conn.execute("ALTER TABLE feedback_events ADD COLUMN received REAL NOT NULL DEFAULT 0")
+
+
+def add_deliveries(conn: sqlite3.Connection, domain: str, count: int, now: float,
+                   provider: str = "") -> None:
+    conn.execute("INSERT INTO ramp_days (domain, provider, day, delivered) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT DO UPDATE SET delivered = delivered + excluded.delivered",
+                 (domain, provider, day_of(now), count))
+    conn.execute("INSERT INTO ramp_state (domain, provider, first_send) VALUES (?, ?, ?)"
+                 " ON CONFLICT DO UPDATE SET first_send = MIN(first_send, excluded.first_send)",
+                 (domain, provider, now))
+
+
+def first_count(conn: sqlite3.Connection, key: str, now: float) -> bool:
+    """True the first time `key` (an outcome: queue id and attempt) is seen; old keys go."""
+    if conn.execute("INSERT OR IGNORE INTO outcome_keys (key, at) VALUES (?, ?)",
+                    (key, now)).rowcount == 0:
+        return False
+    if int(now) % 64 == 0:
+        conn.execute("DELETE FROM outcome_keys WHERE at < ?", (now - 7 * 86400,))
+    return True
 
 
 def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], dict[tuple[str, int], int]]:
-    """(first send per domain, delivered per (domain, day) since `since_day`)."""
-    first = dict(conn.execute("SELECT domain, first_send FROM domain_state"))
-    volumes = {(d, day): n for d, day, n in conn.execute(
-        "SELECT domain, day, delivered FROM domain_days WHERE day >= ?", (since_day,))}
+    """(first send per ramp, delivered per (ramp, day) since `since_day`); a ramp is the
+    domain, or a provider within it (`governor.ramp`)."""
+    first = {ramp(d, p): t for d, p, t in conn.execute(
+        "SELECT domain, provider, first_send FROM ramp_state")}
+    volumes = {(ramp(d, p), day): n for d, p, day, n in conn.execute(
+        "SELECT domain, provider, day, delivered FROM ramp_days WHERE day >= ?", (since_day,))}
     return first, volumes
+
+
+def delivered_on(conn: sqlite3.Connection, domain: str, day: int) -> dict[str, int]:
+    """provider -> recipients delivered that day."""
+    return dict(conn.execute("SELECT provider, delivered FROM ramp_days WHERE domain = ?"
+                             " AND day = ?", (domain, day)))
+
+
+def delivered_by_day(conn: sqlite3.Connection, domain: str, since_day: int) -> dict[int, int]:
+    """day -> recipients delivered, every provider together."""
+    return dict(conn.execute("SELECT day, SUM(delivered) FROM ramp_days WHERE domain = ?"
+                             " AND day >= ? GROUP BY day", (domain, since_day)))
+
+
+def unhealthy(conn: sqlite3.Connection, policy: Reputation, now: float,
+              since_day: int) -> dict[str, set[int]]:
+    """Per domain, the days since `since_day` that do not count toward the warm-up: a pause
+    held part of it, or its complaint or hard-bounce rate (that day's feedback over that
+    day's deliveries; any feedback on a day without deliveries) went over the reputation
+    limit. Today is included while it lasts."""
+    out: dict[str, set[int]] = {}
+    for domain, day, complaints, bounces, paused_, sent in conn.execute(
+            "SELECT h.domain, h.day, h.complaints, h.bounces, h.paused, (SELECT COALESCE("
+            "SUM(delivered), 0) FROM ramp_days r WHERE r.domain = h.domain AND r.day = h.day)"
+            " FROM day_health h WHERE h.day >= ?", (since_day,)):
+        if (paused_ or complaints > policy.complaint_rate.limit * sent
+                or bounces > policy.bounce_rate.limit * sent):
+            out.setdefault(domain, set()).add(day)
+    for domain, since in conn.execute("SELECT domain, since FROM domain_pauses UNION ALL"
+                                      " SELECT domain, since FROM policy_pauses"):
+        out.setdefault(domain, set()).update(range(max(day_of(since), since_day), day_of(now) + 1))
+    return out
+
+
+def health_of(conn: sqlite3.Connection, domain: str, since_day: int) -> list[tuple[int, int, int, bool]]:
+    """(day, complaints, bounces, paused) of the domain's days with something to say."""
+    return [(day, c, b, bool(p)) for day, c, b, p in conn.execute(
+        "SELECT day, complaints, bounces, paused FROM day_health WHERE domain = ? AND day >= ?"
+        " ORDER BY day", (domain, since_day))]
+
+
+def _mark_paused(conn: sqlite3.Connection, domain: str, since: float, until: float) -> None:
+    conn.executemany("INSERT INTO day_health (domain, day, paused) VALUES (?, ?, 1)"
+                     " ON CONFLICT DO UPDATE SET paused = 1",
+                     [(domain, day) for day in range(day_of(since), day_of(until) + 1)])
+
+
+def _count_health(conn: sqlite3.Connection, domain: str, kind: str, at: float) -> None:
+    column = {"complained": "complaints", "bounced_hard": "bounces"}.get(kind)
+    if column is not None:
+        conn.execute(f"INSERT INTO day_health (domain, day, {column}) VALUES (?, ?, 1)"
+                     f" ON CONFLICT DO UPDATE SET {column} = {column} + 1", (domain, day_of(at)))
 
 
 def paused(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
@@ -103,49 +209,32 @@ def paused(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
 
 
 def pause(conn: sqlite3.Connection, domain: str, reason: str, now: float) -> None:
-    conn.execute("INSERT OR REPLACE INTO domain_pauses (domain, since, reason) VALUES (?, ?, ?)",
-                 (domain, now, reason))
+    conn.execute("INSERT INTO domain_pauses (domain, since, reason) VALUES (?, ?, ?)"
+                 " ON CONFLICT DO UPDATE SET reason = excluded.reason", (domain, now, reason))
 
 
 def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
     """The operator's resume lifts every pause and holds until new feedback arrives (the
     delivery process releases the held mail when it sees the pause gone)."""
-    lifted = conn.execute("DELETE FROM domain_pauses WHERE domain = ?", (domain,)).rowcount
-    lifted += conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,)).rowcount
+    lifted = 0
+    for table in ("domain_pauses", "policy_pauses"):
+        for (since,) in conn.execute(f"SELECT since FROM {table} WHERE domain = ?", (domain,)).fetchall():
+            _mark_paused(conn, domain, since, now)
+        lifted += conn.execute(f"DELETE FROM {table} WHERE domain = ?", (domain,)).rowcount
     conn.execute("INSERT OR REPLACE INTO domain_resumes (domain, at) VALUES (?, ?)", (domain, now))
     return lifted > 0
 
 
-def release_held(conn: sqlite3.Connection, now: float, paused: dict[str, tuple[str, str]],
-                 domain: str | None = None) -> int:
-    """Make the mail held by a pause due now: of `domain`, or of every domain, except where
-    `paused` (domain -> (scope, reason)) still holds all of it; how many messages. The hold
-    ends early, so the time it will not last is taken back from the message's `held` time
-    (which never counts toward max_age)."""
-    rows = conn.execute("SELECT id, domain FROM messages WHERE hold_reason = 'paused'"
-                        " AND next_attempt > ?" + (" AND domain = ?" if domain else ""),
-                        (now, domain) if domain else (now,)).fetchall()
-    ids = [(now, id_) for id_, d in rows if paused.get(d, ("",))[0] != "all"]
-    conn.executemany("UPDATE messages SET held = MAX(0, held - (next_attempt - ?1)),"
-                     " next_attempt = ?1, hold_reason = '' WHERE id = ?2", ids)
-    return len(ids)
-
-
-def release_rate_holds(conn: sqlite3.Connection, domain: str, now: float) -> int:
-    """Make the domain's mail held by a rate due now (to be given fresh slots), giving back
-    the hold time it will not use; how many messages."""
-    return conn.execute(
-        "UPDATE messages SET held = MAX(0, held - (next_attempt - ?1)), next_attempt = ?1,"
-        " hold_reason = '' WHERE domain = ?2 AND hold_reason IN ('rate', 'bulk_pacing')"
-        " AND next_attempt > ?1", (now, domain)).rowcount
-
-
 def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,
                     at: float, received: float) -> bool:
-    """Store one feedback event; False when it was seen before (a duplicate)."""
-    return conn.execute("INSERT OR IGNORE INTO feedback_events (dedupe_key, domain, recipient,"
-                        " kind, at, received) VALUES (?, ?, ?, ?, ?, ?)",
-                        (key, domain, recipient.lower(), kind, at, received)).rowcount > 0
+    """Store one feedback event (and count it against its day's health); False when it was
+    seen before (a duplicate)."""
+    if conn.execute("INSERT OR IGNORE INTO feedback_events (dedupe_key, domain, recipient,"
+                    " kind, at, received) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, domain, recipient.lower(), kind, at, received)).rowcount == 0:
+        return False
+    _count_health(conn, domain, kind, at)
+    return True
 
 
 def count_feedback(conn: sqlite3.Connection, domain: str, kinds: tuple[str, ...], since: float,
@@ -160,7 +249,7 @@ def count_feedback(conn: sqlite3.Connection, domain: str, kinds: tuple[str, ...]
 
 
 def delivered_since(conn: sqlite3.Connection, domain: str, since: float) -> int:
-    return conn.execute("SELECT COALESCE(SUM(delivered), 0) FROM domain_days WHERE domain = ?"
+    return conn.execute("SELECT COALESCE(SUM(delivered), 0) FROM ramp_days WHERE domain = ?"
                         " AND day >= ?", (domain, day_of(since))).fetchone()[0]
 
 
@@ -183,6 +272,9 @@ def policy_pause(conn: sqlite3.Connection, domain: str) -> str | None:
 
 def set_policy_pause(conn: sqlite3.Connection, domain: str, scope: str | None, reason: str,
                      now: float) -> None:
+    for (since,) in conn.execute("SELECT since FROM policy_pauses WHERE domain = ?",
+                                 (domain,)).fetchall():
+        _mark_paused(conn, domain, since, now)
     if scope is None:
         conn.execute("DELETE FROM policy_pauses WHERE domain = ?", (domain,))
     else:

@@ -21,9 +21,12 @@ Check = Callable[[], Awaitable[None]]      # returns when fine, raises saying wh
 
 
 def make_app(registry: CollectorRegistry, checks: dict[str, Check],
-             timeout: float = 2.0) -> web.Application:
+             timeout: float = 2.0, before_scrape: Check | None = None) -> web.Application:
+    """`before_scrape`: awaited before each scrape (the gauges that read async state)."""
     async def metrics(request: web.Request) -> web.Response:
         try:    # the spool gauges read SQLite: off the event loop
+            if before_scrape is not None:
+                await before_scrape()
             body = await asyncio.to_thread(generate_latest, registry)
         except Exception as exc:
             return web.Response(status=503, text=f"metrics unavailable: {exc}\n")

@@ -103,7 +103,7 @@ def test_ingest_of_anything_else_exits_1_and_changes_nothing(setup, stdin):
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert "RFC 3464" in result.stderr
-    assert relay.relay.spool.suppressions("list") == []
+    assert relay.call(relay.relay.state.suppressions()) == []
 
 
 def test_suppressions_add_list_export_remove(setup):

@@ -87,7 +87,7 @@ def test_a_forged_report_about_mail_relay_never_sent_changes_nothing(relay):
 
 
 def suppressed(relay) -> list[tuple[str, str, str]]:
-    return sorted((r, d, reason.value) for r, d, reason, _ in relay.relay.spool.suppressions("list"))
+    return sorted((r, d, reason.value) for r, d, reason, _ in relay.call(relay.relay.state.suppressions()))
 
 
 def test_the_null_sender_and_any_recipient_are_accepted_without_auth(relay):

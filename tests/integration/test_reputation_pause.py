@@ -77,10 +77,10 @@ class Scenario:
         self.capfd, self.err = capfd, []             # the delivery process's stderr, so far
 
     def paused(self) -> dict:
-        return self.relay.call(self.relay.relay.spool.paused_domains())
+        return self.relay.call(self.relay.relay.state.paused())
 
     def delivered_count(self) -> int:
-        return self.relay.relay.spool.rates("acme.fr", time.time(), 7 * 86400)[0]
+        return self.relay.call(self.relay.relay.state.rates("acme.fr")).delivered
 
     def deliver_transactional(self, n: int, start: int = 0) -> None:
         """`n` single-recipient invoices (a campaign each: transactional), all delivered."""

@@ -22,7 +22,7 @@ def rcpt_reply(port: int, mail_from: str, rcpt: str) -> tuple[int, str]:
 
 
 def suppressed(relay) -> list[tuple[str, str, str]]:
-    return [(r, d, reason.value) for r, d, reason, _ in relay.relay.spool.suppressions("list")]
+    return [(r, d, reason.value) for r, d, reason, _ in relay.call(relay.relay.state.suppressions())]
 
 
 def test_a_5xx_dead_address_is_suppressed_a_4xx_never(make_relay, upstream):

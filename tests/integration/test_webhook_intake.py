@@ -87,7 +87,7 @@ def relay(make_relay, monkeypatch):
 
 
 def suppressed(relay) -> list[tuple[str, str, str]]:
-    return [(r, d, reason.value) for r, d, reason, _ in relay.relay.spool.suppressions("list")]
+    return [(r, d, reason.value) for r, d, reason, _ in relay.call(relay.relay.state.suppressions())]
 
 
 def test_requests_without_the_token_are_refused(relay):

@@ -31,7 +31,8 @@ from relay.spool.gauges import SpoolCollector
 from relay.model import QueuedMessage, Recipient
 from relay.replies import Refusal
 from relay.spool.store import Spool
-from relay.state import sqlite as state
+from relay.state import tables
+from relay.state.sqlite import SqliteState
 from relay.state.suppressions import SuppressionReason
 from tests.conftest import base_config
 from tests.fakes.clock import FakeClock
@@ -356,10 +357,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def gauges(config, spool, clock):
+def governance(config, spool, clock) -> SqliteState:
+    return SqliteState(spool.db, config, clock)
+
+
+def scrape(collector: SpoolCollector) -> dict:
+    """What a scrape does: read the state's figures, then collect."""
+    run(collector.refresh())
+    return samples(collector)
+
+
+@pytest.fixture
+def gauges(config, governance, clock):
     """gauges() -> the collector's samples now, by (name, labels)."""
-    collector = SpoolCollector(lambda: config, clock)
-    return lambda: samples(collector)
+    collector = SpoolCollector(lambda: config, clock, governance)
+    return lambda: scrape(collector)
 
 
 def msg(id: str, created: float = T - 60, next_attempt: float = 0.0) -> QueuedMessage:
@@ -479,27 +491,27 @@ def test_oldest_seconds_is_never_negative(spool, gauges):
 def test_warmup_day_counts_utc_days_since_the_first_delivery(spool, gauges, clock):
     """Day 0 on the first delivery's UTC day, 3 three days later, counted in calendar days:
     a delivery at 23:59 is on day 1 two minutes later. A domain that never delivered is day 0."""
-    run(spool.write(lambda conn: state.add_deliveries(conn, "acme.fr", 5, T - 3 * DAY)))
-    run(spool.write(lambda conn: state.add_deliveries(conn, "acme.fr", 9, T - DAY)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "acme.fr", 5, T - 3 * DAY)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "acme.fr", 9, T - DAY)))
     found = gauges()
     assert value(found, "relay_domain_warmup_day", domain="acme.fr") == 3
     assert value(found, "relay_domain_warmup_day", domain="other.fr") == 0
 
-    run(spool.write(lambda conn: state.add_deliveries(conn, "other.fr", 1, TODAY * DAY + DAY - 60)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "other.fr", 1, TODAY * DAY + DAY - 60)))
     clock.t = (TODAY + 1) * DAY + 60
     assert value(gauges(), "relay_domain_warmup_day", domain="other.fr") == 1
 
 
-def test_suppressions_are_counted_by_reason(spool, gauges):
+def test_suppressions_are_counted_by_reason(governance, gauges):
     """Each (recipient, sender domain) pair once, under its reason; other reasons stay 0."""
     async def scenario():
-        await spool.suppress("a@x.net", "acme.fr", SuppressionReason.COMPLAINT, T)
-        await spool.suppress("b@x.net", "acme.fr", SuppressionReason.COMPLAINT, T)
-        await spool.suppress("a@x.net", "other.fr", SuppressionReason.COMPLAINT, T)
-        await spool.suppress("a@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE, T)   # already
-        await spool.suppress("c@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE, T)
+        await governance.suppress("a@x.net", "acme.fr", SuppressionReason.COMPLAINT)
+        await governance.suppress("b@x.net", "acme.fr", SuppressionReason.COMPLAINT)
+        await governance.suppress("a@x.net", "other.fr", SuppressionReason.COMPLAINT)
+        await governance.suppress("a@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE)   # already
+        await governance.suppress("c@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE)
+        await governance.suppress("d@x.net", "acme.fr", SuppressionReason.MANUAL)
     run(scenario())
-    spool.suppressions("add", "d@x.net", "acme.fr", now=T)
     found = gauges()
     assert {reason.value: value(found, "relay_suppressions", reason=reason.value)
             for reason in SuppressionReason} == {
@@ -510,16 +522,16 @@ def feedback(spool: Spool, domain: str, kind: FeedbackKind, at: float, count: in
     def write(conn) -> None:
         for _ in range(count):
             n = conn.execute("SELECT COUNT(*) FROM feedback_events").fetchone()[0]
-            state.record_feedback(conn, f"test:{n}", domain, f"r{n}@x.net", kind.value, at, at)
-    run(spool.write(write))
+            tables.record_feedback(conn, f"test:{n}", domain, f"r{n}@x.net", kind.value, at, at)
+    run(spool.db.write(write))
 
 
 def test_rates_are_feedback_per_recipient_delivered_over_the_window(spool, gauges):
     """Complaints and hard bounces in reputation.window (7d) over recipients delivered in it;
     older deliveries and feedback, and other kinds of feedback, do not count."""
-    run(spool.write(lambda conn: state.add_deliveries(conn, "acme.fr", 150, T - DAY)))
-    run(spool.write(lambda conn: state.add_deliveries(conn, "acme.fr", 50, T)))
-    run(spool.write(lambda conn: state.add_deliveries(conn, "acme.fr", 800, T - 10 * DAY)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "acme.fr", 150, T - DAY)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "acme.fr", 50, T)))
+    run(spool.db.write(lambda conn: tables.add_deliveries(conn, "acme.fr", 800, T - 10 * DAY)))
     feedback(spool, "acme.fr", FeedbackKind.COMPLAINED, T - 3600)
     feedback(spool, "acme.fr", FeedbackKind.BOUNCED_HARD, T - 3600, count=4)
     feedback(spool, "acme.fr", FeedbackKind.BOUNCED_SOFT, T - 3600, count=9)
@@ -538,29 +550,29 @@ def test_a_domain_without_deliveries_has_rates_of_zero(spool, gauges):
     assert value(found, "relay_domain_bounce_rate", domain="other.fr") == 0
 
 
-def test_paused_shows_the_scope_of_each_domains_pause(spool, gauges, clock):
+def test_paused_shows_the_scope_of_each_domains_pause(spool, governance, gauges, clock):
     """An operator's pause holds all mail; a policy pause its own scope; resume lifts both."""
-    spool.pause("acme.fr", "investigating", T)
-    run(spool.write(lambda conn: state.set_policy_pause(conn, "other.fr", "bulk", "complaints", T)))
+    run(governance.pause("acme.fr", "investigating"))
+    run(spool.db.write(lambda conn: tables.set_policy_pause(conn, "other.fr", "bulk", "complaints", T)))
     found = gauges()
     assert value(found, "relay_domain_paused", domain="acme.fr", scope="all") == 1
     assert value(found, "relay_domain_paused", domain="acme.fr", scope="bulk") == 0
     assert value(found, "relay_domain_paused", domain="other.fr", scope="all") == 0
     assert value(found, "relay_domain_paused", domain="other.fr", scope="bulk") == 1
-    spool.resume("acme.fr", T)
-    spool.resume("other.fr", T)
+    run(governance.resume("acme.fr"))
+    run(governance.resume("other.fr"))
     found = gauges()
     assert not [v for (name, _), v in found.items() if name == "relay_domain_paused" and v]
 
 
-def test_domains_come_from_the_running_configuration(config_of, spool, clock, config):
+def test_domains_come_from_the_running_configuration(config_of, governance, clock, config):
     """The config is read at every scrape: a domain added by a reload gets its series, a
     removed one loses them."""
     current = [config]
-    collector = SpoolCollector(lambda: current[0], clock)
-    assert value(samples(collector), "relay_domain_warmup_day", domain="other.fr") == 0
+    collector = SpoolCollector(lambda: current[0], clock, governance)
+    assert value(scrape(collector), "relay_domain_warmup_day", domain="other.fr") == 0
     current[0] = config_of(**{"domains": {"new.fr": {"route": "provider"}}})
-    domains = {dict(labels).get("domain") for name, labels in samples(collector)
+    domains = {dict(labels).get("domain") for name, labels in scrape(collector)
                if name == "relay_domain_warmup_day"}
     assert domains == {"new.fr"}
 

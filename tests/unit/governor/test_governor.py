@@ -17,7 +17,7 @@ from relay.config import Limits
 from relay.governor.governor import Governor, Grant, Hold, HoldReason
 from relay.governor.rates import GRANULARITY
 from relay.governor.warmup import SPIKE_DAYS
-from relay.state import sqlite as state
+from relay.state import tables as state
 from tests.fakes.clock import FakeClock
 
 DAY = 86400
@@ -313,7 +313,7 @@ def test_a_restart_does_not_reset_todays_volume_or_the_warmup_day(clock):
     after = Governor(limits(**WARMUP), clock, first_send, volumes)
     assert after.status("acme.fr") == status == {
         "state": "active", "warmup_day": 1, "today": 3, "cap": 4, "cap_reason": "warmup",
-        "rate": None}
+        "next_release": None, "rate": None}
     for gov in (before, after):
         grant = gov.reserve("acme.fr", 2)
         assert (grant.count, grant.hold.until, grant.hold.reason) == (
@@ -475,24 +475,26 @@ def test_status_of_a_domain_in_warmup(clock):
     gov = governor(clock, domain_rate={"default": "10/min", "acme.fr": "5/s"}, **WARMUP)
     send(gov, "acme.fr")
     assert gov.status("acme.fr") == {"state": "active", "warmup_day": 0, "today": 1, "cap": 2,
-                                     "cap_reason": "warmup", "rate": "5/s"}
+                                     "cap_reason": "warmup", "next_release": None, "rate": "5/s"}
+    send(gov, "acme.fr")
+    assert gov.status("acme.fr")["next_release"] == TOMORROW      # the cap is reached
     clock.t += DAY
     assert gov.status("acme.fr") == {"state": "active", "warmup_day": 1, "today": 0, "cap": 4,
-                                     "cap_reason": "warmup", "rate": "5/s"}
+                                     "cap_reason": "warmup", "next_release": None, "rate": "5/s"}
 
 
 def test_status_of_a_domain_never_seen(clock):
     """No delivery yet: day 0, nothing sent, the first step; the default rate."""
     gov = governor(clock, domain_rate={"default": "10/min"}, **WARMUP)
     assert gov.status("new.fr") == {"state": "active", "warmup_day": 0, "today": 0, "cap": 2,
-                                    "cap_reason": "warmup", "rate": "10/min"}
+                                    "cap_reason": "warmup", "next_release": None, "rate": "10/min"}
 
 
 def test_status_past_warmup_without_spike_guard(clock):
     """Warmed up and no spike guard: no cap and no cap reason; no rate configured."""
     gov = governor(clock, {"acme.fr": TEN_AM - 5 * DAY}, {("acme.fr", TODAY): 7}, **WARMUP)
     assert gov.status("acme.fr") == {"state": "active", "warmup_day": 5, "today": 7, "cap": None,
-                                     "cap_reason": None, "rate": None}
+                                     "cap_reason": None, "next_release": None, "rate": None}
 
 
 def test_status_under_the_spike_guard(clock):
@@ -501,7 +503,7 @@ def test_status_under_the_spike_guard(clock):
     volumes[("acme.fr", TODAY)] = 42
     gov = governor(clock, first, volumes, spike={"max_growth": 2.0}, **WARMUP)
     assert gov.status("acme.fr") == {"state": "active", "warmup_day": 10, "today": 42, "cap": 200,
-                                     "cap_reason": "spike", "rate": None}
+                                     "cap_reason": "spike", "next_release": None, "rate": None}
 
 
 # --- bulk pacing and pauses -------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The spool's SQLite database (WAL): one writer thread with group commit, a few readers.
+
+Owns durability and the connections. Writes go through one writer thread that commits
+whatever is waiting in one transaction (group commit): under load, many sessions share one
+fsync instead of paying one each, and a write is durable (`synchronous=FULL`: the WAL is
+fsynced) when its future resolves. Each write runs in its own savepoint, so one failing
+write never takes the others down. Reads run on a small pool of reader threads; WAL lets
+them proceed during writes. Writes commit in the order they were submitted: a write
+submitted before another is durable when the other is.
+
+The spool (`store.py`: messages and recipients) and the embedded governance state
+(`relay/state/sqlite.py`) share one database, and so this writer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, TypeVar
+
+log = logging.getLogger("relay.spool")
+T = TypeVar("T")
+
+_STOP = object()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes: drains the request queue into one transaction per batch."""
+
+    def __init__(self, path: Path, max_batch: int = 512) -> None:
+        super().__init__(name="spool-writer", daemon=True)
+        self._conn = connect(path)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._max_batch = max_batch
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._requests.put((fn, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._requests.put(_STOP)
+        self.join()
+        self._conn.close()
+
+    def run(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._requests.put(_STOP)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        results: list[tuple[bool, object]] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                conn.execute("SAVEPOINT one")
+                try:
+                    results.append((True, fn(conn)))
+                    conn.execute("RELEASE one")
+                except Exception as exc:       # the request's own failure: undo just it
+                    conn.execute("ROLLBACK TO one")
+                    conn.execute("RELEASE one")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:               # the commit itself failed: nothing is durable
+            log.error("spool commit failed: %s", exc)
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except Exception:                  # the writer must survive to answer the next batch
+                log.exception("spool rollback failed")
+            results = [(False, exc)] * len(batch)
+        for (ok, value), (_, future, loop) in zip(results, batch):
+            try:
+                loop.call_soon_threadsafe(_resolve, future, ok, value)
+            except RuntimeError:               # that caller's loop is closed: nobody waits
+                pass
+
+
+def _resolve(future: asyncio.Future, ok: bool, value: object) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)  # type: ignore[arg-type]
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._writer = _Writer(path)
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._writer.start()
+            self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            self._writer.stop()
+            self._started = False
+        self._readers.shutdown(wait=True)
+
+    @property
+    def writing(self) -> bool:
+        return self._started and self._writer.is_alive()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future:
+        """Run `fn` in the writer's next transaction; the future resolves once committed."""
+        return self._writer.submit(fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.submit(fn)
+
+    def write_soon(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Submit `fn` without waiting: it commits with or before any write submitted
+        after it (a failure is logged)."""
+        self._writer.submit(fn).add_done_callback(_log_failure)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a reader connection, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._with_reader, fn)
+
+    def now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a connection of its own, in this thread (the CLI, a scrape)."""
+        with connect(self.path) as conn:
+            return fn(conn)
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return fn(conn)
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a state write failed: %s", future.exception())

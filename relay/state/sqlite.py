@@ -1,0 +1,334 @@
+"""The embedded governance state: `State` on the spool's SQLite database (`tables.py`).
+
+One relay process at a time decides for a domain (the delivery process), so the governor's
+counters live in its memory (`Governor`), loaded from the database when it first decides
+and written back as outcomes are recorded; the event loop makes each `reserve` atomic. The
+listener process counts campaigns in memory the same way. Every write goes through the
+spool's one writer thread, in submission order: a write a caller does not wait for (a
+campaign count, an outcome) is durable when the spool write submitted after it is.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Awaitable
+
+from relay.clock import Clock, day_of
+from relay.config import Config
+from relay.feedback.events import FeedbackEvent, FeedbackKind
+from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
+from relay.governor.governor import Governor, Grant, WHOLE
+from relay.governor.reputation import Rates, judge
+from relay.governor.warmup import SPIKE_DAYS
+from relay.spool.db import Database
+from relay.state import DomainStatus, FeedbackResult, Outcome, RampStatus, tables
+from relay.state import suppressions
+from relay.state.suppressions import Entry, SuppressionReason
+
+SUPPRESS_AT_ONCE = {
+    FeedbackKind.BOUNCED_HARD: SuppressionReason.HARD_BOUNCE,
+    FeedbackKind.COMPLAINED: SuppressionReason.COMPLAINT,
+    FeedbackKind.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+}
+NEGATIVE = (FeedbackKind.COMPLAINED.value, FeedbackKind.BOUNCED_HARD.value)
+HEALTH_DAYS = 400          # how far back the warm-up's unhealthy days are read
+
+
+class SqliteState:
+    def __init__(self, db: Database, config: Config, clock: Clock) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        db.now(tables.migrate)
+        db.now(lambda conn: conn.executescript(suppressions.SCHEMA))
+        self._governor: Governor | None = None
+        self._campaigns: CampaignCounter | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        """The next decisions follow `config` (a reload keeps the counters and windows)."""
+        self.config = config
+        if self._governor is not None:
+            self._governor.limits = config.limits
+
+    # --- acceptance ---------------------------------------------------------------------
+    async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
+        return await self.db.read(lambda conn: suppressions.lookup(conn, recipient, domain))
+
+    async def count_campaign(self, domain: str, campaign: str, recipients: int) -> int:
+        counter = await self._campaign_counter()
+        now = self.clock.now()
+        total = counter.add(campaign, recipients, now)
+        self.db.write_soon(lambda conn: tables.count_campaign(
+            conn, campaign, counter.bucket_of(now), recipients))
+        return total
+
+    async def remember_message(self, message_id: str, domain: str) -> None:
+        now = self.clock.now()
+        self.db.write_soon(lambda conn: tables.remember_message_id(conn, message_id, domain, now))
+
+    async def _campaign_counter(self) -> CampaignCounter:
+        if self._campaigns is None:
+            window = self.config.limits.bulk.window
+            since = int((self.clock.now() - window) // (window / BUCKETS_PER_WINDOW))
+            buckets = await self.db.write(lambda conn: tables.campaign_buckets(conn, since))
+            if self._campaigns is None:
+                self._campaigns = CampaignCounter(window, buckets)
+        return self._campaigns
+
+    # --- delivery -----------------------------------------------------------------------
+    async def reserve(self, domain: str, asked: int | dict[str, int], bulk: bool = False,
+                      ticket: str | None = None) -> Grant:
+        governor = await self.governor()
+        return governor.reserve(domain, asked, bulk, ticket)
+
+    def record_outcome(self, outcome: Outcome) -> Awaitable[None]:
+        """The database says whether the outcome is new (its key); only then do its
+        deliveries count, in the database and, once committed, in the governor's memory.
+        Until then its recipients stay in flight, so the caps hold meanwhile."""
+        now = self.clock.now()
+
+        def write(conn: sqlite3.Connection) -> bool:
+            first = tables.first_count(conn, outcome.key, now)
+            if first:
+                for provider, count in outcome.delivered.items():
+                    if count:
+                        tables.add_deliveries(conn, outcome.domain, count, now, provider)
+            return first
+        future = self.db.submit(write)
+        future.add_done_callback(lambda done: self._counted(outcome, done))
+        return future
+
+    def _counted(self, outcome: Outcome, done) -> None:
+        if self._governor is None or done.cancelled() or done.exception() is not None:
+            return                                # a failed write is retried by the caller
+        first = done.result()
+        for provider, attempted in outcome.attempted.items():
+            delivered = outcome.delivered.get(provider, 0) if first else 0
+            self._governor.delivered(outcome.domain, delivered, attempted, provider)
+
+    async def governor(self) -> Governor:
+        """The delivery process's governor, loaded from the database at its first use."""
+        if self._governor is None:
+            now = self.clock.now()
+            policy = self.config.reputation
+
+            def read(conn: sqlite3.Connection):
+                first, volumes = tables.load(conn, day_of(now) - SPIKE_DAYS - 1)
+                return (first, volumes, tables.load_windows(conn), tables.paused(conn),
+                        tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS))
+            first, volumes, windows, paused, unhealthy = await self.db.read(read)
+            if self._governor is None:
+                self._governor = Governor(self.config.limits, self.clock, first, volumes,
+                                          windows, unhealthy)
+                self._governor.set_paused(paused)
+        return self._governor
+
+    async def paused(self) -> dict[str, tuple[str, str]]:
+        paused = await self.db.read(tables.paused)
+        if self._governor is not None:
+            self._governor.set_paused(paused)
+        return paused
+
+    async def refresh(self) -> set[str]:
+        governor = await self.governor()
+        now, policy = self.clock.now(), self.config.reputation
+        paused, unhealthy = await self.db.read(lambda conn: (
+            tables.paused(conn), tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS)))
+        governor.set_paused(paused)
+        governor.set_unhealthy(unhealthy)
+        return governor.sweep()
+
+    async def close(self) -> None:
+        """Save the rate windows, so the next delivery process starts from them."""
+        if self._governor is not None:
+            windows = self._governor.export_windows()
+            await self.db.write(lambda conn: tables.save_windows(conn, windows))
+
+    # --- feedback -----------------------------------------------------------------------
+    async def record_feedback(self, events: list[FeedbackEvent], trusted: bool = True) -> FeedbackResult:
+        """Store the new events, suppress, judge the domains touched: one transaction.
+        Untrusted events (reports anyone could send to the feedback listener) count only
+        when they name a message relay sent, and against that message's domain."""
+        now = self.clock.now()
+        return await self.db.write(lambda conn: _Feedback(conn, self.config, now).apply(events, trusted))
+
+    async def reevaluate(self) -> FeedbackResult:
+        now = self.clock.now()
+
+        def write(conn: sqlite3.Connection) -> FeedbackResult:
+            feedback = _Feedback(conn, self.config, now)
+            for (domain,) in conn.execute("SELECT domain FROM policy_pauses").fetchall():
+                feedback.judge(domain)
+            window = self.config.reputation.window
+            tables.forget_message_ids(conn, now - window)
+            # events older than every window that counts them are only history: the event log
+            horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
+            conn.execute("DELETE FROM feedback_events WHERE received < ?", (horizon,))
+            return feedback.result
+        return await self.db.write(write)
+
+    # --- the operator -------------------------------------------------------------------
+    async def pause(self, domain: str, reason: str) -> None:
+        now = self.clock.now()
+        await self.db.write(lambda conn: tables.pause(conn, domain.lower(), reason, now))
+
+    async def resume(self, domain: str) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda conn: tables.resume(conn, domain.lower(), now))
+
+    async def suppress(self, recipient: str, domain: str, reason: SuppressionReason) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda conn: suppressions.suppress(conn, recipient, domain, reason, now))
+
+    async def unsuppress(self, recipient: str, domain: str) -> bool:
+        return await self.db.write(lambda conn: suppressions.remove(conn, recipient, domain))
+
+    async def suppressions(self, domain: str | None = None) -> list[Entry]:
+        return await self.db.read(lambda conn: suppressions.entries(conn, domain))
+
+    async def suppression_counts(self) -> dict[str, int]:
+        return await self.db.read(lambda conn: dict(conn.execute(
+            "SELECT reason, COUNT(*) FROM suppressions GROUP BY reason")))
+
+    async def rates(self, domain: str) -> Rates:
+        since = self.clock.now() - self.config.reputation.window
+        return await self.db.read(lambda conn: _rates(conn, domain, since))
+
+    async def domains(self) -> list[str]:
+        return await self.db.read(lambda conn: [d for (d,) in conn.execute(
+            "SELECT domain FROM ramp_state UNION SELECT domain FROM domain_pauses"
+            " UNION SELECT domain FROM policy_pauses ORDER BY 1")])
+
+    async def domain_status(self, domain: str) -> DomainStatus:
+        now = self.clock.now()
+        today, config = day_of(now), self.config
+
+        def read(conn: sqlite3.Connection):
+            first, volumes = tables.load(conn, today - SPIKE_DAYS - 1)
+            unhealthy = tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS)
+            return (first, volumes, tables.paused(conn), unhealthy,
+                    _rates(conn, domain, now - config.reputation.window),
+                    tables.health_of(conn, domain, today - HEALTH_DAYS),
+                    tables.delivered_by_day(conn, domain, today - HEALTH_DAYS))
+        first, volumes, paused, unhealthy, rates, health, delivered = await self.db.read(read)
+        governor = Governor(config.limits, self.clock, first, volumes, None, unhealthy)
+        governor.set_paused(paused)
+        ramps = []
+        for provider in governor.ramps(domain) or [WHOLE]:
+            s = governor.status(domain, provider)
+            ramps.append(RampStatus(provider, s["warmup_day"], s["today"], s["cap"],
+                                    s["cap_reason"], s["next_release"]))
+        scope, reason = paused.get(domain, ("", ""))
+        return DomainStatus(domain, f"paused ({scope})" if scope else "active", reason,
+                            governor.status(domain)["rate"], ramps, rates,
+                            _not_counted(domain, unhealthy, health, delivered, first, today,
+                                         config))
+
+    async def check(self) -> None:
+        try:
+            await self.db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM ramp_state").fetchone())
+        except sqlite3.Error as exc:
+            raise RuntimeError(f"state not readable: {exc}") from None
+
+
+def _rates(conn: sqlite3.Connection, domain: str, since: float) -> Rates:
+    return Rates(tables.delivered_since(conn, domain, since),
+                 tables.count_feedback(conn, domain, (FeedbackKind.COMPLAINED.value,), since),
+                 tables.count_feedback(conn, domain, (FeedbackKind.BOUNCED_HARD.value,), since))
+
+
+def _not_counted(domain: str, unhealthy: dict[str, set[int]],
+                 health: list[tuple[int, int, int, bool]], delivered: dict[int, int],
+                 first: dict[str, float], today: int, config: Config) -> list[tuple[int, str]]:
+    """The days since the domain's first send that the warm-up did not count, and why."""
+    starts = [t for key, t in first.items() if key.partition(" ")[0] == domain]
+    if not starts:
+        return []
+    by_day = {day: (c, b, p) for day, c, b, p in health}
+    out = []
+    for day in sorted(d for d in unhealthy.get(domain, ()) if d >= day_of(min(starts))):
+        complaints, bounces, paused = by_day.get(day, (0, 0, True))
+        sent = delivered.get(day, 0)
+        why = []
+        if complaints > config.reputation.complaint_rate.limit * sent:
+            why.append(f"{complaints} complaint(s) for {sent} delivered, over "
+                       f"{config.reputation.complaint_rate.limit:.2%}")
+        if bounces > config.reputation.bounce_rate.limit * sent:
+            why.append(f"{bounces} hard bounce(s) for {sent} delivered, over "
+                       f"{config.reputation.bounce_rate.limit:.2%}")
+        if paused or not why:          # a pause still in effect has no row of its own yet
+            why.insert(0, "paused")
+        out.append((day, "; ".join(why) + (" (today)" if day == today else "")))
+    return out
+
+
+class _Feedback:
+    """The feedback rules, inside one transaction (`intake.py`'s docstring says them)."""
+
+    def __init__(self, conn: sqlite3.Connection, config: Config, now: float) -> None:
+        self.conn, self.config, self.now = conn, config, now
+        self.result = FeedbackResult()
+
+    def apply(self, events: list[FeedbackEvent], trusted: bool) -> FeedbackResult:
+        touched = set()
+        for event in events:
+            domain = self._domain(event) if trusted else self._sent_by_us(event)
+            if not domain:
+                self.result.dropped.append(event)
+                continue
+            if not tables.record_feedback(self.conn, event.dedupe_key, domain, event.recipient,
+                                          event.kind.value, event.at, self.now):
+                continue
+            self.result.new.append((event, domain))
+            touched.add(domain)
+            self._suppress(event, domain)
+        for domain in sorted(touched):
+            self.judge(domain)
+        return self.result
+
+    def _domain(self, event: FeedbackEvent) -> str:
+        """As the source says it, else by the Message-ID relay saw at acceptance, else the
+        only configured domain (if just one)."""
+        if event.sender_domain:
+            return event.sender_domain.lower()
+        known = self._sent_by_us(event)
+        if known:
+            return known
+        return next(iter(self.config.domains)) if len(self.config.domains) == 1 else ""
+
+    def _sent_by_us(self, event: FeedbackEvent) -> str:
+        known = tables.domain_of_message(self.conn, event.message_id) if event.message_id else None
+        return known or ""
+
+    def _suppress(self, event: FeedbackEvent, domain: str) -> None:
+        reason = SUPPRESS_AT_ONCE.get(event.kind)
+        if reason is None and event.kind is FeedbackKind.BOUNCED_SOFT:
+            rule = self.config.feedback.soft_bounces
+            soft = tables.count_feedback(self.conn, domain, (FeedbackKind.BOUNCED_SOFT.value,),
+                                         self.now - rule.within, event.recipient)
+            if soft >= rule.count:
+                reason = SuppressionReason.SOFT_BOUNCES
+        if reason is not None and suppressions.suppress(self.conn, event.recipient, domain,
+                                                        reason, self.now):
+            self.result.suppressed.append((domain, reason.value, event.source))
+
+    def judge(self, domain: str) -> None:
+        conn, now, policy = self.conn, self.now, self.config.reputation
+        rates = _rates(conn, domain, now - policy.window)
+        verdict = judge(rates, policy)
+        current = tables.policy_pause(conn, domain)
+        if rates.delivered < policy.min_volume:
+            return          # too little volume to judge: neither pause nor lift (a paused
+                            # domain's volume falls because it is paused)
+        resumed = tables.resumed_at(conn, domain)
+        if verdict.scope is not None:
+            if resumed is not None and tables.newest_feedback(conn, domain, NEGATIVE) <= resumed:
+                return                            # the operator resumed it: that holds
+            if current != verdict.scope.value:
+                tables.set_policy_pause(conn, domain, verdict.scope.value, verdict.reason, now)
+                self.result.paused.append((domain, verdict.scope.value, verdict.reason))
+        elif verdict.action == "alert":
+            self.result.alerts.append((domain, verdict.reason))
+        elif current is not None:
+            tables.set_policy_pause(conn, domain, None, "", now)
+            self.result.lifted.append((domain, verdict.reason))
+

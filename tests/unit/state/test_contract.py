@@ -1,0 +1,731 @@
+"""relay.state: the contract every `State` implementation keeps (`relay/state/__init__.py`).
+
+One suite runs against each implementation through the `state_factory` fixture. A builder
+per implementation (`BUILDERS`) opens a `State` on storage of the test's own (named by a
+fresh directory); the factory hands it a FakeClock, at 10:00 UTC on day `TODAY` so that
+the next UTC midnight (`TOMORROW`) is unambiguous, and a configuration. `restart` closes a
+state and opens a new one on the same storage, as the next process would; `another_process`
+opens one beside it, as the listener and the delivery process share the state. Another
+implementation joins the suite by adding its builder. Each scenario runs in `asyncio.run`;
+nothing sleeps. Tests that hold for one implementation only (its storage's migrations)
+come last, under their own heading.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from relay.config import Config
+from relay.feedback.events import FeedbackEvent, FeedbackKind, dedupe_key
+from relay.governor.governor import Grant, HoldReason
+from relay.governor.reputation import Rates
+from relay.spool.store import Spool
+from relay.state import Outcome, RampStatus, State
+from relay.state.sqlite import SqliteState
+from relay.state.suppressions import SuppressionReason
+from tests.fakes.clock import FakeClock
+
+DAY = 86400
+TODAY = 20_000                        # a UTC day number
+MIDNIGHT = TODAY * DAY
+TEN_AM = MIDNIGHT + 10 * 3600
+TOMORROW = MIDNIGHT + DAY
+
+WARMUP = {"warmup": {"schedule": [2, 4, 6], "per_provider": False}}
+
+
+# --- the implementations -----------------------------------------------------------------
+
+@dataclass
+class Opened:
+    """A state on its storage, and how to let go of the storage (as a process exits)."""
+    state: State
+    release: Callable[[], None]
+
+
+Builder = Callable[[Path, Config, FakeClock], Opened]
+
+
+def open_sqlite(directory: Path, config: Config, clock: FakeClock) -> Opened:
+    """The embedded state, on the spool's database in `directory`."""
+    spool = Spool(directory)
+    spool.start()
+    return Opened(SqliteState(spool.db, config, clock), spool.close)
+
+
+BUILDERS: dict[str, Builder] = {
+    "sqlite": open_sqlite,
+}
+
+
+def make_config(directory: Path, **sections) -> Config:
+    """The smallest relay.yaml, with `sections` (`limits={...}`, `reputation={...}`) added."""
+    return Config.model_validate({
+        "server": {"listeners": [{"name": "local", "port": 0, "tls": "none"}]},
+        "spool": {"path": str(directory)}, **sections})
+
+
+class StateFactory:
+    """Opens states of one implementation on one storage, with one clock, as successive
+    processes would."""
+
+    def __init__(self, build: Builder, directory: Path) -> None:
+        self.build = build
+        self.directory = directory
+        self.clock = FakeClock(TEN_AM)
+        self.config = make_config(directory)
+        self._open: list[Opened] = []
+
+    def __call__(self, **sections) -> State:
+        """A state configured with `sections` (kept for the states `restart` opens)."""
+        self.config = make_config(self.directory, **sections)
+        return self._open_one()
+
+    async def restart(self, state: State) -> State:
+        """Close `state` and open a new one on the same storage: the next process."""
+        await state.close()
+        opened = next(o for o in self._open if o.state is state)
+        self._open.remove(opened)
+        opened.release()
+        return self._open_one()
+
+    def another_process(self) -> State:
+        """A second state on the same storage, open beside the others (another process)."""
+        return self._open_one()
+
+    def release_all(self) -> None:
+        for opened in self._open:
+            opened.release()
+        self._open.clear()
+
+    def _open_one(self) -> State:
+        opened = self.build(self.directory, self.config, self.clock)
+        self._open.append(opened)
+        return opened.state
+
+
+@pytest.fixture(params=sorted(BUILDERS))
+def state_factory(request, tmp_path) -> StateFactory:
+    factory = StateFactory(BUILDERS[request.param], tmp_path / "state")
+    yield factory
+    factory.release_all()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+_serial = itertools.count()
+
+
+def event(kind: FeedbackKind, recipient: str = "a@x.net", *, domain: str | None = "acme.fr",
+          at: float = TEN_AM, message_id: str | None = None) -> FeedbackEvent:
+    """A feedback event from a DSN, with a dedupe key of its own."""
+    return FeedbackEvent(kind, recipient, "dsn", at, message_id, "", None,
+                         dedupe_key("test", next(_serial)), domain)
+
+
+def delivered(key: str, count: int, domain: str = "acme.fr", provider: str = "") -> Outcome:
+    """An attempt that delivered all of its `count` recipients."""
+    return Outcome(key, domain, {provider: count}, {provider: count})
+
+
+async def reserve(state: State, asked: int | dict[str, int], domain: str = "acme.fr",
+                  bulk: bool = False) -> Grant:
+    """The delivery process's question, for a message with no place in a rate's line."""
+    return await state.reserve(domain, asked, bulk, None)
+
+
+async def ramp(state: State, domain: str = "acme.fr") -> RampStatus:
+    """The domain's one ramp (caps per domain)."""
+    [only] = (await state.domain_status(domain)).ramps
+    return only
+
+
+# --- a new state ------------------------------------------------------------------------
+
+def test_a_new_state_knows_nothing(state_factory):
+    """No domains, pauses or suppressions, zero rates; a domain is on warm-up day 0, none sent."""
+    state = state_factory(limits=WARMUP)
+
+    async def scenario():
+        assert await state.domains() == []
+        assert await state.paused() == {}
+        assert await state.suppressions() == []
+        assert await state.suppression_counts() == {}
+        assert await state.suppression("a@x.net", "acme.fr") is None
+        assert await state.rates("acme.fr") == Rates(0, 0, 0)
+        status = await state.domain_status("acme.fr")
+        assert (status.domain, status.state, status.pause_reason) == ("acme.fr", "active", "")
+        assert status.ramps == [RampStatus("", 0, 0, 2, "warmup", None)]
+        assert status.days_not_counted == []
+    asyncio.run(scenario())
+
+
+def test_check_passes_on_a_healthy_state(state_factory):
+    """`check()` returns when the state answers a read."""
+    state = state_factory()
+    asyncio.run(state.check())
+
+
+def test_domains_are_those_sent_for_or_paused(state_factory):
+    """`domains()` lists, sorted, the domains with a delivery recorded and those paused."""
+    state = state_factory()
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 1, domain="acme.fr"))
+        await state.pause("Other.FR", "operator")
+        return await state.domains()
+    assert asyncio.run(scenario()) == ["acme.fr", "other.fr"]
+
+
+# --- reserve and record_outcome ---------------------------------------------------------------
+
+def test_reserve_grants_the_days_warmup_cap_and_outcomes_count_across_a_restart(state_factory):
+    """Day 0 of [2, 4, 6]: 2 of 3 granted, the rest held until the next UTC midnight; after
+    the outcome and a restart the day's 2 are counted and nothing more is granted."""
+    state = state_factory(limits=WARMUP)
+
+    async def scenario():
+        grant = await reserve(state, 3)
+        assert grant.count == 2
+        assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+        await state.record_outcome(Outcome("Q1:1", "acme.fr", {"": 2}, {"": 2}))
+        assert await ramp(state) == RampStatus("", 0, 2, 2, "warmup", TOMORROW)
+        fresh = await state_factory.restart(state)
+        assert await ramp(fresh) == RampStatus("", 0, 2, 2, "warmup", TOMORROW)
+        grant = await reserve(fresh, 1)
+        assert grant.count == 0
+        assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+    asyncio.run(scenario())
+
+
+def test_an_outcome_recorded_twice_counts_once(state_factory):
+    """The same outcome key twice counts its deliveries once, in the deciding state and stored."""
+    state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
+
+    async def scenario():
+        assert (await reserve(state, 2)).count == 2
+        await state.record_outcome(delivered("Q1:1", 2))
+        await state.record_outcome(delivered("Q1:1", 2))
+        assert (await reserve(state, 5)).count == 3
+        fresh = await state_factory.restart(state)
+        assert (await ramp(fresh)).today == 2
+        assert (await reserve(fresh, 5)).count == 3
+    asyncio.run(scenario())
+
+
+def test_an_outcome_retried_after_a_restart_counts_once_in_the_deciding_state(state_factory):
+    """An outcome stored before a restart and retried after it adds nothing to today's count."""
+    state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 2))
+        fresh = await state_factory.restart(state)
+        assert (await reserve(fresh, 1)).count == 1
+        await fresh.record_outcome(delivered("Q2:1", 1))
+        await fresh.record_outcome(delivered("Q1:1", 2))          # the retry
+        assert (await ramp(fresh)).today == 3
+        assert (await reserve(fresh, 5)).count == 2
+    asyncio.run(scenario())
+
+
+def test_per_provider_ramps_grant_and_report_each_provider_apart(state_factory):
+    """With per-provider caps each provider gets day 0's 2: google 2 of 3, microsoft its 1,
+    and `domain_status` shows one ramp per provider once their outcomes are recorded."""
+    state = state_factory(limits={"warmup": {"schedule": [2, 4], "per_provider": True}})
+
+    async def scenario():
+        grant = await reserve(state, {"google": 3, "microsoft": 1})
+        assert (grant.count, grant.by_provider) == (3, {"google": 2, "microsoft": 1})
+        assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+        await state.record_outcome(Outcome("Q1:1", "acme.fr", {"google": 2, "microsoft": 1},
+                                           {"google": 2, "microsoft": 1}))
+        return (await state.domain_status("acme.fr")).ramps
+    assert asyncio.run(scenario()) == [RampStatus("google", 0, 2, 2, "warmup", TOMORROW),
+                                       RampStatus("microsoft", 0, 1, 2, "warmup", None)]
+
+
+def test_the_first_send_is_kept_and_the_warmup_day_moves_on_at_utc_midnight(state_factory):
+    """Day 0 lasts until the UTC midnight after the first delivery, then day 1 (cap 4) and day 2
+    (cap 6) follow, across restarts; a later delivery does not move the first send."""
+    state = state_factory(limits=WARMUP)
+    clock = state_factory.clock
+
+    async def scenario():
+        nonlocal state
+        await state.record_outcome(delivered("Q1:1", 2))
+        clock.advance(14 * 3600 - 1)                       # 23:59:59 on day 0
+        state = await state_factory.restart(state)
+        assert (await ramp(state)).warmup_day == 0
+        clock.advance(1)                                   # midnight
+        state = await state_factory.restart(state)
+        assert await ramp(state) == RampStatus("", 1, 0, 4, "warmup", None)
+        assert (await reserve(state, 5)).count == 4
+        await state.record_outcome(delivered("Q2:1", 4))
+        clock.advance(DAY)
+        state = await state_factory.restart(state)
+        assert await ramp(state) == RampStatus("", 2, 0, 6, "warmup", None)
+    asyncio.run(scenario())
+
+
+def test_the_spike_guard_sees_the_last_seven_days_after_a_restart(state_factory):
+    """After seven days of 10 delivered, a restarted state caps today at max_growth (2) x
+    their average: 20, held until the next UTC midnight for the spike guard."""
+    state = state_factory(limits={"spike": {"max_growth": 2.0}, "warmup": {"per_provider": False}})
+    clock = state_factory.clock
+
+    async def scenario():
+        nonlocal state
+        for day in range(7):
+            await state.record_outcome(delivered(f"Q{day}:1", 10))
+            clock.advance(DAY)
+        state = await state_factory.restart(state)
+        assert await ramp(state) == RampStatus("", 7, 0, 20, "spike", None)
+        return await reserve(state, 25)
+    grant = asyncio.run(scenario())
+    assert grant.count == 20
+    assert (grant.hold.until, grant.hold.reason) == (TOMORROW + 7 * DAY, HoldReason.SPIKE)
+
+
+def test_the_rate_windows_outlive_a_restart(state_factory):
+    """`close()` keeps the rate windows: with domain_rate 10/min, the next state holds the
+    11th recipient of the minute for the rate, and grants it once the minute has passed."""
+    state = state_factory(limits={"domain_rate": {"default": "10/min"}})
+
+    async def scenario():
+        assert (await reserve(state, 10)).count == 10
+        fresh = await state_factory.restart(state)
+        assert (await fresh.domain_status("acme.fr")).rate == "10/min"
+        grant = await reserve(fresh, 1)
+        assert grant.count == 0 and grant.hold.reason is HoldReason.RATE
+        state_factory.clock.advance(61)
+        assert (await reserve(fresh, 1)).count == 1
+    asyncio.run(scenario())
+
+
+# --- days that do not count toward the warm-up ------------------------------------------------
+
+def test_a_day_over_the_complaint_limit_does_not_count_toward_the_warmup(state_factory):
+    """1 complaint for 5 delivered (over 0.10%) on day 0: two calendar days later the domain is
+    on warm-up day 1, and `days_not_counted` names day 0 for its complaints."""
+    state = state_factory(limits={"warmup": {"schedule": [10, 20, 30], "per_provider": False}})
+    clock = state_factory.clock
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 5))
+        await state.record_feedback([event(FeedbackKind.COMPLAINED, at=TEN_AM + 60)], True)
+        clock.advance(DAY)
+        assert (await ramp(state)).warmup_day == 0
+        clock.advance(DAY)
+        status = await state.domain_status("acme.fr")
+        assert [(r.warmup_day, r.cap) for r in status.ramps] == [(1, 20)]
+        [(day, why)] = status.days_not_counted
+        assert day == TODAY and "complaint" in why
+    asyncio.run(scenario())
+
+
+def test_a_paused_day_does_not_count_toward_the_warmup(state_factory):
+    """A domain paused and resumed on day 0 is on warm-up day 0 the next day; that day is
+    not counted because it was "paused"."""
+    state = state_factory(limits={"warmup": {"schedule": [10, 20, 30], "per_provider": False}})
+    clock = state_factory.clock
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 5))
+        await state.pause("acme.fr", "operator")
+        clock.advance(3600)
+        assert await state.resume("acme.fr")
+        clock.advance(DAY)
+        status = await state.domain_status("acme.fr")
+        assert [(r.warmup_day, r.cap) for r in status.ramps] == [(0, 10)]
+        assert status.days_not_counted == [(TODAY, "paused")]
+    asyncio.run(scenario())
+
+
+def test_refresh_makes_a_deciding_state_see_a_day_that_stopped_counting(state_factory):
+    """A state that has decided already learns at `refresh()` of day 0's complaints, recorded
+    by another process: on day 1 it grants day 0's cap (10), not day 1's (20)."""
+    state = state_factory(limits={"warmup": {"schedule": [10, 20, 30], "per_provider": False}})
+    listener = state_factory.another_process()
+
+    async def scenario():
+        assert (await reserve(state, 5)).count == 5
+        await state.record_outcome(delivered("Q1:1", 5))
+        await listener.record_feedback([event(FeedbackKind.COMPLAINED)], True)
+        state_factory.clock.advance(DAY)
+        await state.refresh()
+        return await reserve(state, 15)
+    grant = asyncio.run(scenario())
+    assert grant.count == 10 and grant.hold.reason is HoldReason.WARMUP
+
+
+# --- pauses ---------------------------------------------------------------------------------
+
+def test_a_paused_domain_is_held_until_resumed(state_factory):
+    """`pause` holds all of the domain's mail with its reason; `resume` lifts it once (True),
+    and a second `resume` finds nothing to lift (False)."""
+    state = state_factory()
+
+    async def scenario():
+        await state.pause("acme.fr", "complaints from a client")
+        assert await state.paused() == {"acme.fr": ("all", "complaints from a client")}
+        assert (await state.domain_status("acme.fr")).state == "paused (all)"
+        grant = await reserve(state, 1)
+        assert grant.count == 0 and grant.hold.reason is HoldReason.PAUSED
+        assert await state.resume("acme.fr") is True
+        assert await state.resume("acme.fr") is False
+        assert await state.paused() == {}
+        assert (await reserve(state, 1)).count == 1
+    asyncio.run(scenario())
+
+
+def test_a_pause_made_by_another_process_holds_mail_once_read(state_factory):
+    """A state that has decided already holds a domain another process paused once it reads
+    `paused()`, as the delivery process does every few seconds, and lets it go once resumed."""
+    state = state_factory()
+    operator = state_factory.another_process()
+
+    async def scenario():
+        assert (await reserve(state, 1)).count == 1
+        await operator.pause("acme.fr", "operator")
+        assert await state.paused() == {"acme.fr": ("all", "operator")}
+        assert (await reserve(state, 1)).hold.reason is HoldReason.PAUSED
+        assert await operator.resume("acme.fr") is True
+        assert await state.paused() == {}
+        assert (await reserve(state, 1)).count == 1
+    asyncio.run(scenario())
+
+
+def test_refresh_rereads_the_pauses_of_other_processes(state_factory):
+    """After another process pauses a domain, `refresh()` alone makes this state hold its mail."""
+    state = state_factory()
+    operator = state_factory.another_process()
+
+    async def scenario():
+        assert (await reserve(state, 1)).count == 1
+        await operator.pause("acme.fr", "operator")
+        await state.refresh()
+        return await reserve(state, 1)
+    grant = asyncio.run(scenario())
+    assert grant.count == 0 and grant.hold.reason is HoldReason.PAUSED
+
+
+# --- suppressions ------------------------------------------------------------------------
+
+def test_suppressions_are_kept_per_recipient_and_domain_whatever_the_case(state_factory):
+    """suppress/suppression/unsuppress/suppressions/suppression_counts; addresses and domains
+    compare case-insensitively; suppressing again is False and keeps the first reason."""
+    state = state_factory()
+
+    async def scenario():
+        assert await state.suppress("A@X.net", "Acme.FR", SuppressionReason.HARD_BOUNCE) is True
+        assert await state.suppress("a@x.net", "acme.fr", SuppressionReason.COMPLAINT) is False
+        assert await state.suppress("b@x.net", "other.fr", SuppressionReason.MANUAL) is True
+        assert await state.suppression("a@X.NET", "ACME.fr") is SuppressionReason.HARD_BOUNCE
+        assert await state.suppression("a@x.net", "other.fr") is None
+        assert await state.suppressions("acme.fr") == [
+            ("a@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE, TEN_AM)]
+        assert [e[:2] for e in await state.suppressions()] == [("a@x.net", "acme.fr"),
+                                                               ("b@x.net", "other.fr")]
+        assert await state.suppression_counts() == {"hard_bounce": 1, "manual": 1}
+        assert await state.unsuppress("A@x.net", "acme.FR") is True
+        assert await state.unsuppress("a@x.net", "acme.fr") is False
+        assert await state.suppression("a@x.net", "acme.fr") is None
+    asyncio.run(scenario())
+
+
+# --- record_feedback ------------------------------------------------------------------------
+
+def test_a_hard_bounce_suppresses_and_a_duplicate_is_not_new(state_factory):
+    """A hard bounce is new and suppresses its recipient, against its sender domain in lower
+    case; the same dedupe key again, before or after a restart, is neither new nor
+    suppresses again."""
+    state = state_factory()
+    bounce = event(FeedbackKind.BOUNCED_HARD, "A@x.net", domain="Acme.FR")
+
+    async def scenario():
+        result = await state.record_feedback([bounce], True)
+        assert result.new == [(bounce, "acme.fr")]
+        assert result.suppressed == [("acme.fr", "hard_bounce", "dsn")]
+        assert await state.suppression("a@x.net", "acme.fr") is SuppressionReason.HARD_BOUNCE
+        again = await state.record_feedback([bounce], True)
+        assert (again.new, again.suppressed, again.dropped) == ([], [], [])
+        fresh = await state_factory.restart(state)
+        again = await fresh.record_feedback([bounce], True)
+        assert (again.new, again.suppressed, again.dropped) == ([], [], [])
+        assert await fresh.rates("acme.fr") == Rates(0, 0, 1)
+    asyncio.run(scenario())
+
+
+def test_an_untrusted_event_counts_only_for_a_remembered_message_and_its_domain(state_factory):
+    """Untrusted, an event naming an unknown Message-ID is dropped (and not remembered as
+    seen); once `remember_message` names it, it counts against that message's domain, not
+    the one the event claims."""
+    state = state_factory()
+    complaint = event(FeedbackKind.COMPLAINED, domain=None, message_id="<m1@acme.fr>")
+    claiming = event(FeedbackKind.COMPLAINED, "b@x.net", domain="other.fr",
+                     message_id="m1@acme.fr")
+    unknown = event(FeedbackKind.COMPLAINED, "c@x.net", message_id="<m2@acme.fr>")
+
+    async def scenario():
+        result = await state.record_feedback([complaint], False)
+        assert (result.new, result.dropped) == ([], [complaint])
+        await state.remember_message("<m1@acme.fr>", "acme.fr")
+        result = await state.record_feedback([complaint, claiming, unknown], False)
+        assert result.new == [(complaint, "acme.fr"), (claiming, "acme.fr")]
+        assert result.dropped == [unknown]
+        assert await state.rates("other.fr") == Rates(0, 0, 0)
+    asyncio.run(scenario())
+
+
+def test_a_remembered_message_id_is_forgotten_after_the_window(state_factory):
+    """`reevaluate()` forgets Message-IDs remembered longer ago than `reputation.window`: an
+    untrusted event naming one is dropped then."""
+    state = state_factory(reputation={"window": "1d"})
+    complaint = event(FeedbackKind.COMPLAINED, domain=None, message_id="<m1@acme.fr>")
+
+    async def scenario():
+        await state.remember_message("<m1@acme.fr>", "acme.fr")
+        state_factory.clock.advance(DAY + 1)
+        await state.reevaluate()
+        return await state.record_feedback([complaint], False)
+    result = asyncio.run(scenario())
+    assert (result.new, result.dropped) == ([], [complaint])
+
+
+def test_a_trusted_event_with_no_sender_domain_is_dropped(state_factory):
+    """With no sender domain, no known Message-ID and not exactly one configured domain, an
+    event lands in `dropped` and changes nothing."""
+    state = state_factory()
+    bounce = event(FeedbackKind.BOUNCED_HARD, domain=None)
+
+    async def scenario():
+        result = await state.record_feedback([bounce], True)
+        assert (result.new, result.dropped, result.suppressed) == ([], [bounce], [])
+        assert await state.suppressions() == []
+    asyncio.run(scenario())
+
+
+def test_a_trusted_event_with_no_sender_domain_counts_for_the_only_configured_one(
+        state_factory, tmp_path):
+    """With one configured domain, an event that names no sender domain is that domain's."""
+    state = state_factory(domains={"acme.fr": {"route": "files"}},
+                          routes={"files": {"outbox": str(tmp_path / "outbox")}})
+    bounce = event(FeedbackKind.BOUNCED_HARD, domain=None)
+    result = asyncio.run(state.record_feedback([bounce], True))
+    assert result.new == [(bounce, "acme.fr")]
+
+
+def test_soft_bounces_suppress_at_the_configured_count(state_factory):
+    """With `feedback.soft_bounces.count` 3, the third soft bounce of a recipient suppresses it."""
+    state = state_factory(feedback={"soft_bounces": {"count": 3, "within": "7d"}})
+
+    async def scenario():
+        suppressed = []
+        for _ in range(3):
+            result = await state.record_feedback([event(FeedbackKind.BOUNCED_SOFT)], True)
+            suppressed.append(result.suppressed)
+        return suppressed, await state.suppression("a@x.net", "acme.fr")
+    suppressed, reason = asyncio.run(scenario())
+    assert suppressed == [[], [], [("acme.fr", "soft_bounces", "dsn")]]
+    assert reason is SuppressionReason.SOFT_BOUNCES
+
+
+@pytest.mark.parametrize("on_limit, scope", [("pause_bulk", "bulk"), ("pause_all", "all")])
+def test_complaints_over_the_limit_pause_the_domain_until_back_under_it(
+        state_factory, on_limit, scope):
+    """1 complaint for 500 delivered (0.20%: over the 0.10% limit, under the 0.30% stop)
+    pauses the domain with `on_limit`'s scope; `reevaluate()` keeps it while the rate
+    holds, and lifts it once the window holds only clean deliveries."""
+    state = state_factory(reputation={"window": "1d", "min_volume": 100, "on_limit": on_limit})
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 500))
+        result = await state.record_feedback([event(FeedbackKind.COMPLAINED)], True)
+        assert [(d, s) for d, s, _ in result.paused] == [("acme.fr", scope)]
+        assert (await state.paused())["acme.fr"][0] == scope
+        assert (await reserve(state, 1, bulk=True)).hold.reason is HoldReason.PAUSED
+        assert (await reserve(state, 1)).count == (1 if scope == "bulk" else 0)
+        assert (await state.reevaluate()).lifted == []
+        state_factory.clock.advance(2 * DAY)
+        await state.record_outcome(delivered("Q2:1", 500))
+        result = await state.reevaluate()
+        assert [d for d, _ in result.lifted] == ["acme.fr"]
+        assert await state.paused() == {}
+    asyncio.run(scenario())
+
+
+def test_an_operators_resume_holds_until_newer_complaints_or_bounces(state_factory):
+    """A domain paused by the reputation rules and resumed by the operator stays resumed at
+    `reevaluate()` although its rate has not changed; a complaint received after the resume
+    judges it again (2 for 500: over the 0.30% stop, so `on_stop` pauses all of it)."""
+    state = state_factory(reputation={"window": "1d", "min_volume": 100})
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 500))
+        await state.record_feedback([event(FeedbackKind.COMPLAINED)], True)
+        assert await state.resume("acme.fr") is True
+        assert (await state.reevaluate()).paused == []
+        assert await state.paused() == {}
+        state_factory.clock.advance(60)
+        result = await state.record_feedback([event(FeedbackKind.COMPLAINED, "b@x.net")], True)
+        assert [(d, s) for d, s, _ in result.paused] == [("acme.fr", "all")]
+        assert (await state.paused())["acme.fr"][0] == "all"
+    asyncio.run(scenario())
+
+
+def test_complaints_over_the_limit_only_alert_when_so_configured(state_factory):
+    """With `on_limit: alert`, complaints over the limit give an alert and pause nothing."""
+    state = state_factory(reputation={"min_volume": 100, "on_limit": "alert"})
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 500))
+        result = await state.record_feedback([event(FeedbackKind.COMPLAINED)], True)
+        assert (result.paused, [d for d, _ in result.alerts]) == ([], ["acme.fr"])
+        assert await state.paused() == {}
+    asyncio.run(scenario())
+
+
+def test_too_little_volume_is_not_judged(state_factory):
+    """Under `reputation.min_volume` deliveries, complaints pause nothing."""
+    state = state_factory(reputation={"min_volume": 1000})
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 10))
+        result = await state.record_feedback([event(FeedbackKind.COMPLAINED)], True)
+        assert (result.paused, result.alerts) == ([], [])
+        assert await state.paused() == {}
+    asyncio.run(scenario())
+
+
+# --- rates ---------------------------------------------------------------------------------
+
+def test_rates_count_deliveries_complaints_and_hard_bounces_within_the_window(state_factory):
+    """`rates(d)`: recipients delivered, complaints and hard bounces within
+    `reputation.window` (7 days) for that domain only; soft bounces are not counted."""
+    state = state_factory()
+    clock = state_factory.clock
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 100))
+        clock.advance(10 * DAY)
+        now = clock.now()
+        await state.record_outcome(delivered("Q2:1", 40))
+        await state.record_feedback([
+            event(FeedbackKind.COMPLAINED, "a@x.net", at=now),
+            event(FeedbackKind.COMPLAINED, "b@x.net", at=TEN_AM),         # before the window
+            event(FeedbackKind.BOUNCED_HARD, "c@x.net", at=now),
+            event(FeedbackKind.BOUNCED_HARD, "d@x.net", at=now),
+            event(FeedbackKind.BOUNCED_SOFT, "e@x.net", at=now),
+            event(FeedbackKind.COMPLAINED, "a@x.net", domain="other.fr", at=now),
+        ], True)
+        return await state.rates("acme.fr"), await state.rates("other.fr")
+    assert asyncio.run(scenario()) == (Rates(40, 1, 2), Rates(0, 1, 0))
+
+
+# --- campaigns ------------------------------------------------------------------------------
+
+def test_count_campaign_totals_within_the_window_and_survives_a_restart(state_factory):
+    """Each count returns the campaign's running total within `limits.bulk.window` (24h);
+    the counts survive a restart, and those older than the window are forgotten."""
+    state = state_factory()
+    clock = state_factory.clock
+
+    async def scenario():
+        nonlocal state
+        assert await state.count_campaign("acme.fr", "c1", 3) == 3
+        assert await state.count_campaign("acme.fr", "c1", 4) == 7
+        assert await state.count_campaign("acme.fr", "c2", 5) == 5
+        state = await state_factory.restart(state)        # close() makes the counts durable
+        clock.advance(12 * 3600)
+        assert await state.count_campaign("acme.fr", "c1", 1) == 8
+        clock.advance(13 * 3600)                          # the first counts are 25h old
+        assert await state.count_campaign("acme.fr", "c1", 1) == 2
+        state = await state_factory.restart(state)
+        clock.advance(12 * 3600)                          # those at +12h are 25h old
+        assert await state.count_campaign("acme.fr", "c1", 1) == 2
+        assert await state.count_campaign("acme.fr", "c2", 1) == 1
+    asyncio.run(scenario())
+
+
+# --- writes not waited for -----------------------------------------------------------------
+
+def test_writes_not_waited_for_are_stored_once_a_later_write_is(state_factory):
+    """A campaign count and an outcome not yet awaited are stored, in submission order, by the
+    time a write submitted after them completes: another process sees both."""
+    state = state_factory(limits=WARMUP)
+    other = state_factory.another_process()
+
+    async def scenario():
+        await state.count_campaign("acme.fr", "c1", 3)
+        counted = state.record_outcome(delivered("Q1:1", 2))
+        await state.suppress("a@x.net", "acme.fr", SuppressionReason.MANUAL)
+        seen = (await ramp(other)).today, await other.count_campaign("acme.fr", "c1", 1)
+        await counted
+        return seen
+    assert asyncio.run(scenario()) == (2, 4)
+
+
+# --- SQLite only: its database's migrations ----------------------------------------------
+
+OLD_STATE = """
+CREATE TABLE domain_days (
+    domain TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (domain, day)
+) WITHOUT ROWID;
+CREATE TABLE domain_state (
+    domain TEXT PRIMARY KEY,
+    first_send REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE feedback_events (
+    dedupe_key TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def test_sqlite_a_state_from_before_per_provider_ramps_becomes_the_whole_domains_ramp(tmp_path):
+    """SQLite only: `domain_days` and `domain_state` move to provider '' when SqliteState
+    opens the database, keeping the volumes and the first send; feedback stored before
+    `received` existed still counts; opening it again changes nothing."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    with sqlite3.connect(directory / "relay.sqlite3") as conn:
+        conn.executescript(OLD_STATE)
+        conn.executemany("INSERT INTO domain_days VALUES ('acme.fr', ?, ?)",
+                         [(TODAY - 1, 3), (TODAY, 2)])
+        conn.execute("INSERT INTO domain_state VALUES ('acme.fr', ?)", (TEN_AM - DAY,))
+        conn.execute("INSERT INTO feedback_events VALUES ('k1', 'acme.fr', 'a@x.net',"
+                     " 'bounced_hard', ?)", (TEN_AM,))
+    conn.close()
+    config = make_config(directory,
+                         limits={"warmup": {"schedule": [5, 10, 20], "per_provider": False}})
+
+    async def scenario(state: SqliteState):
+        assert await ramp(state) == RampStatus("", 1, 2, 10, "warmup", None)
+        assert await state.rates("acme.fr") == Rates(5, 0, 1)
+        assert (await reserve(state, 9)).count == 8
+    for _ in range(2):
+        spool = Spool(directory)
+        spool.start()
+        try:
+            asyncio.run(scenario(SqliteState(spool.db, config, FakeClock(TEN_AM))))
+        finally:
+            spool.close()
+    with sqlite3.connect(directory / "relay.sqlite3") as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        ramps = conn.execute("SELECT domain, provider, day, delivered FROM ramp_days"
+                             " ORDER BY day").fetchall()
+    conn.close()
+    assert not {"domain_days", "domain_state"} & tables
+    assert ramps == [("acme.fr", "", TODAY - 1, 3), ("acme.fr", "", TODAY, 2)]
