@@ -38,7 +38,7 @@ from relay.feedback.events import FeedbackEvent, dedupe_key
 from relay.feedback.intake import FeedbackIntake
 from relay.governor.governor import WHOLE, Grant, Hold
 from relay.governor.providers import ProviderMap
-from relay.state import Outcome, State
+from relay.state import Outcome, State, StateError
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
 from relay.outbound import dsn
 from relay.outbound.retry import Backoff
@@ -213,7 +213,7 @@ class Delivery:
                     await self.spool.record_attempt(message, dsns, hold_reason)
                 finally:
                     await counted
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StateError) as exc:
                 if not failing:
                     log.error("%s: the outcome of its attempt cannot be written (%s); retrying "
                               "until it can, before this worker sends anything else",

@@ -26,6 +26,11 @@ from relay.governor.reputation import Rates
 from relay.state.suppressions import Entry, SuppressionReason
 
 
+class StateError(Exception):
+    """The state cannot answer or take a write now (a shared store unreachable): what a
+    caller that must not give up (an outcome write) retries on, as on a spool error."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one attempt delivered, to count toward the daily volumes: `attempted` and
