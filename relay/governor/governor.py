@@ -126,12 +126,13 @@ class Governor:
         now = self.clock.now()
         pause = self._paused.get(domain)
         if pause is not None and (pause[0] == "all" or bulk):
-            return self._grant({}, by_provider, Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
+            return self._grant(dict.fromkeys(wanted, 0), by_provider,
+                               Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
         line = domain + ("#bulk" if bulk else "")
         turn = self._line.turn(ticket)
         if ticket is not None and not turn and self._line.waiting(line, now):
             spacing, reason, detail = self._pace(domain, bulk)        # behind the held mail
-            return self._grant({}, by_provider, Hold(
+            return self._grant(dict.fromkeys(wanted, 0), by_provider, Hold(
                 self._line.take(line, ticket, now, total, spacing), reason, detail))
         room = self._rate_room(domain, bulk, now)
         granted: dict[str, int] = {}

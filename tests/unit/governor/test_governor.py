@@ -14,7 +14,7 @@ import pytest
 
 from relay.clock import day_of
 from relay.config import Limits
-from relay.governor.governor import Governor, Grant, Hold, HoldReason
+from relay.governor.governor import WHOLE, Governor, Grant, Hold, HoldReason, ramp
 from relay.governor.rates import GRANULARITY
 from relay.governor.warmup import SPIKE_DAYS
 from relay.state import tables as state
@@ -813,3 +813,199 @@ def test_sweep_names_the_domains_whose_line_stopped_moving(clock):
     clock.t = TEN_AM + 60 + 121
     assert gov.sweep() == {"acme.fr"}
     assert gov.sweep() == set()
+
+
+# --- daily caps per mailbox provider ------------------------------------------------------
+
+PER_PROVIDER = {"warmup": {"schedule": [2, 4, 6], "per_provider": True}}
+
+
+def send_by_provider(gov: Governor, domain: str, asked: dict[str, int],
+                     bulk: bool = False) -> Grant:
+    """What the delivery pipeline does when caps are per provider: reserve the recipients
+    counted per provider (in the message's order), send each provider's granted ones, and
+    report them all delivered, provider by provider."""
+    grant = gov.reserve(domain, asked, bulk)
+    for provider, n in grant.by_provider.items():
+        if n:
+            gov.delivered(domain, n, n, provider)
+    return grant
+
+
+def test_each_provider_has_its_own_warmup_cap(clock):
+    """Day 0 of [2, 4, 6] per provider: Gmail's cap reached holds Gmail's next recipient
+    until midnight, and Outlook still gets its own 2."""
+    gov = governor(clock, **PER_PROVIDER)
+    assert send_by_provider(gov, "acme.fr", {"google": 2}) == Grant(2, None, {"google": 2})
+    assert gov.reserve("acme.fr", {"google": 1}) == Grant(0, Hold(
+        TOMORROW, HoldReason.WARMUP, "warmup cap 2/day to google reached (2 sent)"), {"google": 0})
+    assert send_by_provider(gov, "acme.fr", {"microsoft": 2}) == Grant(2, None, {"microsoft": 2})
+    assert is_held(gov.reserve("acme.fr", {"microsoft": 1}), HoldReason.WARMUP)
+
+
+def test_a_mixed_message_gets_what_each_providers_cap_leaves_the_rest_waits_for_midnight(clock):
+    """Gmail has 1 left of its 2: a message to 3 at Gmail, 1 at Outlook and 4 elsewhere gets
+    1 + 1 + 2 now; the other 4 are held until midnight for the warm-up (no rate binds), and
+    day 1 carries them."""
+    gov = governor(clock, **PER_PROVIDER)
+    send_by_provider(gov, "acme.fr", {"google": 1})
+    grant = send_by_provider(gov, "acme.fr", {"google": 3, "microsoft": 1, "other": 4})
+    assert (grant.count, grant.by_provider) == (4, {"google": 1, "microsoft": 1, "other": 2})
+    assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+    clock.t = TOMORROW
+    assert send_by_provider(gov, "acme.fr", {"google": 2, "other": 2}) == Grant(
+        4, None, {"google": 2, "other": 2})
+
+
+def test_a_mixed_message_is_held_for_the_rate_while_a_provider_it_stopped_has_cap_room(clock):
+    """domain_rate 5/min is the domain's, whatever the providers, and goes to them in the
+    message's order: 4 at Gmail and 4 at Outlook, caps of 3: Gmail gets its 3, Outlook the 2
+    the rate has left, and the rest waits for the window (Outlook still has room today). A
+    minute later Outlook's last room goes and the rest waits for midnight."""
+    gov = governor(clock, domain_rate={"default": "5/min"},
+                   warmup={"schedule": [3], "per_provider": True})
+    grant = send_by_provider(gov, "acme.fr", {"google": 4, "microsoft": 4})
+    assert grant == Grant(5, Hold(TEN_AM + 60, HoldReason.RATE, "domain_rate 5/min"),
+                          {"google": 3, "microsoft": 2})
+    clock.t = TEN_AM + 60
+    grant = send_by_provider(gov, "acme.fr", {"google": 1, "microsoft": 2})
+    assert (grant.count, grant.by_provider) == (1, {"google": 0, "microsoft": 1})
+    assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+
+
+def test_recipients_in_flight_count_against_their_providers_cap_only(clock):
+    """Parallel workers: Gmail's 2 granted but not yet answered fill Gmail's cap, not
+    Outlook's; when they fail, Gmail has room again."""
+    gov = governor(clock, **PER_PROVIDER)
+    assert gov.reserve("acme.fr", {"google": 2}).count == 2
+    assert is_held(gov.reserve("acme.fr", {"google": 1}), HoldReason.WARMUP)
+    assert gov.reserve("acme.fr", {"microsoft": 1}) == Grant(1, None, {"microsoft": 1})
+    gov.delivered("acme.fr", 0, attempted=2, provider="google")
+    assert gov.reserve("acme.fr", {"google": 1}) == Grant(1, None, {"google": 1})
+
+
+def test_status_and_ramps_per_provider(clock):
+    """`relay domains show`: each provider's ramp apart (a provider without one is on day 0
+    with nothing sent); `ramps` lists those the domain has; the whole domain's ramp is not
+    used when caps are per provider."""
+    gov = governor(clock, domain_rate={"default": "10/min"}, **PER_PROVIDER)
+    send_by_provider(gov, "acme.fr", {"google": 2, "other": 1})
+    assert gov.ramps("acme.fr") == ["google", "other"]
+    assert gov.status("acme.fr", "google") == {
+        "state": "active", "warmup_day": 0, "today": 2, "cap": 2, "cap_reason": "warmup",
+        "next_release": TOMORROW, "rate": "10/min"}
+    assert gov.status("acme.fr", "other")["today"] == 1
+    assert gov.status("acme.fr", "microsoft") == {
+        "state": "active", "warmup_day": 0, "today": 0, "cap": 2, "cap_reason": "warmup",
+        "next_release": None, "rate": "10/min"}
+    assert gov.status("acme.fr")["today"] == 0
+    assert gov.ramps("other.fr") == []
+    clock.t = TOMORROW
+    assert gov.status("acme.fr", "google")["warmup_day"] == 1
+
+
+def test_the_ramps_of_a_domain_whose_caps_are_not_per_provider(clock):
+    """`per_provider: false`: the domain has one ramp, its own (WHOLE), and a count asked
+    gets a grant without parts."""
+    gov = governor(clock, warmup={"schedule": [2], "per_provider": False})
+    assert send(gov, "acme.fr") == Grant(1, None, None)
+    assert gov.ramps("acme.fr") == [WHOLE]
+
+
+def test_each_provider_warms_up_from_its_own_first_delivery(clock):
+    """Gmail first delivered yesterday (day 1, cap 4); Outlook's first is today (day 0,
+    cap 2)."""
+    gov = governor(clock, {ramp("acme.fr", "google"): TEN_AM - DAY},
+                   {(ramp("acme.fr", "google"), TODAY - 1): 2}, **PER_PROVIDER)
+    grant = send_by_provider(gov, "acme.fr", {"microsoft": 5, "google": 5})
+    assert grant.by_provider == {"microsoft": 2, "google": 4}
+    assert [gov.warmup_day("acme.fr", TODAY, p) for p in ("google", "microsoft")] == [1, 0]
+
+
+def test_the_spike_guard_looks_at_each_providers_own_history(clock):
+    """7 days of 100/day to Gmail and max_growth 2.0: Gmail's day is capped at 200;
+    Outlook, with no history, is not capped."""
+    volumes = {(ramp("acme.fr", "google"), TODAY - i): 100 for i in range(1, 8)}
+    gov = governor(clock, {ramp("acme.fr", "google"): TEN_AM - 10 * DAY}, volumes,
+                   spike={"max_growth": 2.0})
+    grant = send_by_provider(gov, "acme.fr", {"google": 300, "microsoft": 300})
+    assert grant.by_provider == {"google": 200, "microsoft": 300}
+    assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.SPIKE)
+    assert "to google" in grant.hold.detail
+
+
+def test_a_restart_keeps_each_providers_ramp(clock):
+    """The spool keeps volumes and first sends per (domain, provider): after a restart Gmail
+    is on day 1 with 3 of its 4 sent, Outlook on day 0 with 1 of its 2."""
+    persisted = SpoolState()
+    state.add_deliveries(persisted.conn, "acme.fr", 2, TEN_AM - DAY, "google")
+    state.add_deliveries(persisted.conn, "acme.fr", 3, TEN_AM, "google")
+    state.add_deliveries(persisted.conn, "acme.fr", 1, TEN_AM, "microsoft")
+    first_send, volumes = persisted.load(clock.now())
+    gov = Governor(limits(**PER_PROVIDER), clock, first_send, volumes)
+    assert gov.ramps("acme.fr") == ["google", "microsoft"]
+    grant = gov.reserve("acme.fr", {"google": 2, "microsoft": 2})
+    assert (grant.count, grant.by_provider) == (2, {"google": 1, "microsoft": 1})
+    assert (grant.hold.until, grant.hold.reason) == (TOMORROW, HoldReason.WARMUP)
+
+
+def test_a_paused_domain_grants_nothing_to_any_provider(clock):
+    """A pause holds every recipient of every provider and counts nothing; a bulk pause
+    holds bulk mail only."""
+    gov = governor(clock, **PER_PROVIDER)
+    gov.set_paused({"acme.fr": ("all", "paused by the operator")})
+    grant = gov.reserve("acme.fr", {"google": 2, "microsoft": 1})
+    assert is_held(grant, HoldReason.PAUSED)
+    assert [grant.by_provider.get(p, 0) for p in ("google", "microsoft")] == [0, 0]
+    assert gov.status("acme.fr", "google")["today"] == 0
+    gov.set_paused({"acme.fr": ("bulk", "complaint rate 0.12% (above limit)")})
+    assert is_held(gov.reserve("acme.fr", {"google": 1}, bulk=True), HoldReason.PAUSED)
+    assert send_by_provider(gov, "acme.fr", {"google": 2, "microsoft": 1}) == Grant(
+        3, None, {"google": 2, "microsoft": 1})
+
+
+# --- healthy days: the warm-up moves on only on days that counted ---------------------------
+
+def test_an_unhealthy_day_does_not_move_the_warmup_on(clock):
+    """First delivery two days ago, yesterday unhealthy (paused, or over a reputation limit):
+    today is warm-up day 1 (cap 4), not 2."""
+    gov = Governor(limits(**WARMUP), clock, {"acme.fr": TEN_AM - 2 * DAY}, {}, None,
+                   {"acme.fr": {TODAY - 1}})
+    assert gov.status("acme.fr")["warmup_day"] == 1
+    assert send_until_held(gov, "acme.fr") == (4, Hold(
+        TOMORROW, HoldReason.WARMUP, "warmup cap 4/day reached (4 sent)"))
+    assert gov.status("other.fr")["warmup_day"] == 0
+
+
+def test_set_unhealthy_changes_the_warmup_day_at_once(clock):
+    """The refresh reads feedback that arrived for past days: with the first day unhealthy
+    too, today is day 0 and the 4 sent already fill its cap of 2; with no unhealthy day at
+    all, today is day 2 (cap 6) and 2 more go. Today marked unhealthy changes today nothing
+    (today is not counted yet); tomorrow it is not counted."""
+    gov = Governor(limits(**WARMUP), clock, {"acme.fr": TEN_AM - 2 * DAY}, {}, None,
+                   {"acme.fr": {TODAY - 1}})
+    assert send_until_held(gov, "acme.fr")[0] == 4
+    gov.set_unhealthy({"acme.fr": {TODAY - 2, TODAY - 1}})
+    assert gov.status("acme.fr")["warmup_day"] == 0
+    assert is_held(gov.reserve("acme.fr", 1), HoldReason.WARMUP)
+    gov.set_unhealthy({})
+    assert gov.status("acme.fr")["warmup_day"] == 2
+    assert send_until_held(gov, "acme.fr")[0] == 2
+    gov.set_unhealthy({"acme.fr": {TODAY}})
+    assert gov.status("acme.fr")["warmup_day"] == 2
+    clock.t = TOMORROW
+    assert gov.status("acme.fr")["warmup_day"] == 2
+    assert send_until_held(gov, "acme.fr")[0] == 6
+
+
+def test_an_unhealthy_day_holds_back_every_providers_ramp(clock):
+    """Unhealthy days are the domain's: yesterday unhealthy, Gmail (first delivery two days
+    ago) is on day 1 and Outlook (yesterday) on day 0."""
+    first = {ramp("acme.fr", "google"): TEN_AM - 2 * DAY,
+             ramp("acme.fr", "microsoft"): TEN_AM - DAY}
+    gov = Governor(limits(**PER_PROVIDER), clock, first, {}, None, {"acme.fr": {TODAY - 1}})
+    assert [gov.status("acme.fr", p)["warmup_day"] for p in ("google", "microsoft")] == [1, 0]
+    grant = send_by_provider(gov, "acme.fr", {"google": 9, "microsoft": 9})
+    assert grant.by_provider == {"google": 4, "microsoft": 2}
+    gov.set_unhealthy({})
+    assert [gov.status("acme.fr", p)["warmup_day"] for p in ("google", "microsoft")] == [2, 1]

@@ -1,39 +1,60 @@
 """relay.governor.governor, as a property: whatever the mix of messages, streams, domains,
-limits and reloads, no limit is passed in any window and every recipient leaves in the end.
+mailbox providers, limits, unhealthy days and reloads, no limit is passed in any window and
+every recipient leaves in the end.
 
 Each example is a delivery loop on a FakeClock, as `outbound/worker.py` runs one: at each due
 time it asks `reserve` for every due message of every domain (transactional first, then bulk;
 with the message id as its ticket), hands the granted recipients to a route that may defer a
-few (`delivered(domain, delivered, attempted)`), and moves the clock to the next due time: a
-hold's `until` (plus the scheduler's lateness), a deferral's backoff, an arrival or a reload.
-A reload builds a new Governor from the old one's `export_windows()` and the volumes and first
-sends the spool keeps, with the same limits or others.
+few (`delivered(domain, delivered, attempted, provider)`), and moves the clock to the next due
+time: a hold's `until` (plus the scheduler's lateness), a deferral's backoff, an arrival, a
+reload or a refresh. Each recipient has a mailbox provider ("google", "microsoft", "other",
+mixed in each message): when the daily caps are per provider (`Limits.caps_per_provider`),
+the loop asks with the pending recipients counted per provider, in the order each first
+appears in the message, takes of each provider's the first as many as `by_provider` grants
+and reports each provider's outcome apart (`worker._granted`, `_outcome`); else it asks for
+a count and reports the whole domain's. A reload builds a new Governor from the old one's
+`export_windows()` and the volumes and first sends the spool keeps (keyed by ramp: the
+domain, or a provider within it), with the same limits or others; the days that do not count
+toward the warm-up (`unhealthy`) are given at construction and may change at a refresh
+(`set_unhealthy`, as the delivery process's refresh does when feedback marks a day).
 
 The test keeps its own record of every grant and delivery (`Ledger`), and checks each grant
 against it, never against the governor's state:
 1. domain_rate: in every sliding window of its period, the recipients granted to the domain
-   (both streams) are at most its count;
+   (both streams, every provider) are at most its count;
 2. bulk.rate: the same, for bulk recipients;
 3. bulk's share of domain_rate: bulk recipients in every window of domain_rate's period are
    at most max(1, floor(count x (1 - reserve)));
-4. the day's cap (warm-up step, else spike cap): what was delivered earlier that UTC day plus
-   the grant is at most the cap, and for bulk at most max(1, floor(cap x (1 - reserve))) of a
-   cap above 0 (as with a rate, the reserve never leaves bulk nothing at all). (Recipients
-   the route deferred do not count toward a day's cap: they delivered nothing.)
+4. the day's cap, per ramp (the domain's, or each provider's within it when caps are per
+   provider): what the ramp delivered earlier that UTC day plus what it is granted is at
+   most its cap (warm-up step, else spike cap), and for bulk at most
+   max(1, floor(cap x (1 - reserve))) of a cap above 0 (as with a rate, the reserve never
+   leaves bulk nothing at all). (Recipients the route deferred do not count toward a day's
+   cap: they delivered nothing.) The warm-up step is the ramp's days since its first
+   delivery, today excluded, less the domain's unhealthy days among them, as this test
+   counts them; the spike guard looks at the ramp's own 7 previous days.
    The limits are those in force at the grant, and a window ending after a reload counts the
    grants made before it: a reload does not reset a window. What a reload may forget is
    only what the old limits had let go of: grants older than the old limit's period at the
    reload (or made while it had no such limit), which a longer new period cannot see.
+   A grant's shape: by provider when asked by provider (sum(by_provider) == count, each
+   provider's at most what was asked of it, no provider not asked), else none.
 5. transactional before bulk: bulk is granted only what transactional mail of its domain
    could have had at that instant (each of bulk's limits is transactional's, narrowed to its
-   share, so when a limit refuses transactional mail it refuses bulk), bulk never takes the
-   reserve (3, 4), and transactional mail is refused only by a full window or cap or behind
-   held transactional mail (its own line), never by bulk mail's line;
-6. no needless hold: a grant is min(asked, what every limit leaves), give or take the grants
-   a window still counts for 1/GRANULARITY of its period past it (and for a period after a
-   reload that lengthened it, older grants the governor may still count), except that a
-   message holding no slot may get nothing while its own line owes slots to held mail;
-   a held message's `until` is in the future, and for a day's cap it is the next midnight;
+   share, so when a limit refuses transactional mail, of the domain or of one provider, it
+   refuses bulk), bulk never takes the reserve (3, 4), and transactional mail is refused
+   only by a full window or cap or behind held transactional mail (its own line), never by
+   bulk mail's line;
+6. no needless hold: the rates are the domain's and are filled in the message's order, so
+   each provider's grant is at least min(asked of it, what its cap leaves, what every rate
+   leaves after the providers before it in the message) (with one ramp: min(asked, what
+   every limit leaves)), give or take the grants a window still counts for 1/GRANULARITY of
+   its period past it (and for a period after a reload that lengthened it, older grants the
+   governor may still count), except that a message holding no slot may get nothing while
+   its own line owes slots to held mail; a held message's `until` is in the future; a hold
+   for a day's cap is until the next midnight and only when every provider left waiting has
+   its cap full (it got all its cap left); a hold for a rate only when some provider left
+   waiting still had cap room;
 7. nothing starves: every recipient is granted and delivered within `HORIZON` of the start;
    and where no daily cap, reload or deferral plays, at least at half the pace of the limits:
    each domain's last recipient is granted within twice sum(ceil(n / count) x period) of its
@@ -42,7 +63,7 @@ against it, never against the governor's state:
    slots in a line are spaced at the binding rate, and a message partly granted, or one whose
    slot comes when other mail has used the window, may leave part of a window unused.)
 
-Budget: 300 examples, derandomized, about 10 s on one core.
+Budget: 300 examples, derandomized, about 12 s on one core.
 """
 from __future__ import annotations
 
@@ -53,7 +74,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from relay.config import Limits
-from relay.governor.governor import Governor, Grant, HoldReason
+from relay.governor.governor import WHOLE, Governor, Grant, HoldReason, ramp
 from relay.governor.rates import GRANULARITY
 from tests.fakes.clock import FakeClock
 
@@ -63,8 +84,10 @@ START_DAY = 20_000                     # a UTC day number
 HORIZON = 120 * DAY                    # 7: everything has left by then
 BACKOFF = 300.0                        # a deferred recipient is tried again this much later
 MAX_STEPS = 100_000
+UNLIMITED = 1 << 62
 
 DOMAINS = ("acme.fr", "shop.example", "news.example")
+PROVIDERS = ("google", "microsoft", "other")
 RATES = ("3/min", "30/min", "600/min", "6000/min", "5/s", "100/h", "1000/h")
 RATE_HOLDS = (HoldReason.RATE, HoldReason.BULK)        # the holds that give a slot in a line
 CAP_HOLDS = (HoldReason.WARMUP, HoldReason.SPIKE)
@@ -74,10 +97,18 @@ def day_of(ts: float) -> int:
     return int(ts // DAY)
 
 
+def counted(providers: list[str]) -> dict[str, int]:
+    """Recipients per provider, in the order each first appears (as the worker asks)."""
+    out: dict[str, int] = {}
+    for provider in providers:
+        out[provider] = out.get(provider, 0) + 1
+    return out
+
+
 # --- the examples -----------------------------------------------------------------------
 
 @st.composite
-def limit_sets(draw, domains: tuple[str, ...]) -> dict:
+def limit_sets(draw, domains: tuple[str, ...], per_provider: bool) -> dict:
     """relay.yaml's `limits:`, any of each limit or none."""
     rates = {}
     if draw(st.booleans()):
@@ -88,8 +119,22 @@ def limit_sets(draw, domains: tuple[str, ...]) -> dict:
     return {"domain_rate": rates,
             "bulk": {"rate": draw(st.sampled_from(RATES)),
                      "reserve": f"{draw(st.sampled_from([0, 10, 20, 30, 50, 80]))}%"},
-            "warmup": {"schedule": draw(st.lists(st.integers(1, 400), max_size=3))},
+            "warmup": {"schedule": draw(st.lists(st.integers(1, 400), max_size=3)),
+                       "per_provider": per_provider},
             "spike": {"max_growth": draw(st.none() | st.sampled_from([1.1, 1.5, 2.0, 3.0]))}}
+
+
+@st.composite
+def unhealthy_days(draw, domains: tuple[str, ...], today: int) -> dict[str, set[int]]:
+    """Per domain, the days that do not count toward the warm-up: any of the 7 days of
+    history and of the first days of the run, or a stretch of them."""
+    out = {}
+    for domain in domains:
+        days = draw(st.sets(st.integers(-11, 8), max_size=5))
+        days |= set(draw(st.sampled_from([range(0), range(-10, -2), range(0, 3)])))
+        if days:
+            out[domain] = {today + d for d in days}
+    return out
 
 
 @dataclass(frozen=True)
@@ -97,26 +142,45 @@ class Scenario:
     start: float
     domains: tuple[str, ...]
     limits: dict
-    history: dict[str, int]                    # domain -> recipients a day, the 7 days before
-    messages: list[tuple[int, bool, int, int]]    # (domain index, bulk, recipients, arrival)
+    history: dict[str, int]                    # ramp -> recipients a day, the 7 days before
+    # (domain index, bulk, recipients, arrival, providers cycled, recipients in a row of each)
+    messages: list[tuple[int, bool, int, int, tuple[str, ...], int]]
     reloads: list[tuple[int, dict | None]]        # (seconds after start, new limits or same)
+    unhealthy: dict[str, set[int]]             # domain -> days that do not count (day numbers)
+    refreshes: list[tuple[int, dict[str, set[int]]]]   # (seconds after start, unhealthy then)
     lateness: list[float]                      # how late the loop comes back, cycled
     deferrals: list[int]                       # recipients the route defers per attempt, cycled
+
+    def providers(self, message: int) -> list[str]:
+        """Each recipient's provider, in the message's order."""
+        _, _, size, _, cycle, run = self.messages[message]
+        return [cycle[(k // run) % len(cycle)] for k in range(size)]
 
 
 @st.composite
 def scenarios(draw) -> Scenario:
     domains = DOMAINS[:draw(st.integers(1, 3))]
+    per_provider = draw(st.booleans())
     start = START_DAY * DAY + draw(st.sampled_from([10 * 3600, 23 * 3600 + 3590]))
-    history = {d: draw(st.sampled_from([100, 500, 2000])) for d in domains
-               if draw(st.integers(0, 3)) == 0}
+    ramps = PROVIDERS if per_provider else (WHOLE,)
+    history = {ramp(d, p): draw(st.sampled_from([100, 500, 2000])) for d in domains
+               for p in ramps if draw(st.integers(0, 3)) == 0}
     arrivals = st.sampled_from([0, 1, 30, 3600, 50_000, DAY, 2 * DAY]) | st.integers(0, 2 * DAY)
     messages = draw(st.lists(st.tuples(st.integers(0, len(domains) - 1), st.booleans(),
                                        st.integers(1, 500) | st.sampled_from([1, 2, 499, 500]),
-                                       arrivals), min_size=1, max_size=12))
-    reloads = draw(st.lists(st.tuples(arrivals, st.none() | limit_sets(domains)), max_size=3))
-    return Scenario(start, domains, draw(limit_sets(domains)), history, messages,
+                                       arrivals,
+                                       st.lists(st.sampled_from(PROVIDERS), min_size=1,
+                                                max_size=4).map(tuple),
+                                       st.sampled_from([1, 2, 7, 100])),
+                             min_size=1, max_size=12))
+    reloads = draw(st.lists(st.tuples(arrivals, st.none() | limit_sets(domains, per_provider)),
+                            max_size=3))
+    today = day_of(start)
+    refreshes = draw(st.lists(st.tuples(arrivals, unhealthy_days(domains, today)), max_size=2))
+    return Scenario(start, domains, draw(limit_sets(domains, per_provider)), history, messages,
                     sorted(reloads, key=lambda r: r[0]),
+                    draw(unhealthy_days(domains, today)),
+                    sorted(refreshes, key=lambda r: r[0]),
                     draw(st.lists(st.sampled_from([0.0, 0.001, 0.02, 0.5, 3.0]),
                                   min_size=1, max_size=5)),
                     draw(st.lists(st.sampled_from([0, 0, 0, 1, 3]), min_size=1, max_size=5)))
@@ -152,17 +216,20 @@ class Limit:
 
 
 class Ledger:
-    """Every grant and delivery of the run, and the limits in force."""
+    """Every grant and delivery of the run, and the limits and unhealthy days in force.
+    Volumes and first sends are keyed by ramp, as the spool keeps them."""
 
-    def __init__(self, limits: Limits, history: dict[str, int], start: float) -> None:
+    def __init__(self, limits: Limits, history: dict[str, int],
+                 unhealthy: dict[str, set[int]], start: float) -> None:
         self.limits = limits
+        self.unhealthy = unhealthy
         self.logs: dict[str, Log] = {}
         self.volumes: dict[tuple[str, int], int] = {}
         self.first_send: dict[str, float] = {}
-        for domain, per_day in history.items():
-            self.first_send[domain] = start - 10 * DAY
+        for key, per_day in history.items():
+            self.first_send[key] = start - 10 * DAY
             for back in range(1, SPIKE_DAYS + 1):
-                self.volumes[(domain, day_of(start) - back)] = per_day
+                self.volumes[(key, day_of(start) - back)] = per_day
 
     def rate_limits(self, domain: str, bulk: bool, limits: Limits | None = None) -> list[Limit]:
         limits = limits or self.limits
@@ -180,18 +247,29 @@ class Ledger:
                                  rate.period))
         return out
 
-    def cap(self, domain: str, today: int) -> int | None:
-        """The day's cap, from this ledger's deliveries (REFERENCE "Warm-up", spike guard)."""
-        first = self.first_send.get(domain)
-        first_day = day_of(first) if first is not None else None
-        step = 0 if first_day is None else today - first_day
+    def warmup_day(self, domain: str, provider: str, today: int) -> int:
+        """The ramp's days since its first delivery, today excluded, less the domain's
+        unhealthy days among them (REFERENCE "Warm-up"); 0 before its first delivery."""
+        first = self.first_send.get(ramp(domain, provider))
+        if first is None:
+            return 0
+        first_day = day_of(first)
+        skipped = [d for d in self.unhealthy.get(domain, ()) if first_day <= d < today]
+        return today - first_day - len(skipped)
+
+    def cap(self, domain: str, provider: str, today: int) -> int | None:
+        """The ramp's day's cap, from this ledger's deliveries (REFERENCE "Warm-up"; the
+        spike guard: once the ramp's first delivery is 7 days old, on its own volumes)."""
+        step = self.warmup_day(domain, provider, today)
         schedule = self.limits.warmup.schedule
         if step < len(schedule):
             return schedule[step]
+        key = ramp(domain, provider)
+        first = self.first_send.get(key)
         growth = self.limits.spike.max_growth
-        if growth is None or first_day is None or today - first_day < SPIKE_DAYS:
+        if growth is None or first is None or today - day_of(first) < SPIKE_DAYS:
             return None
-        average = sum(self.volumes.get((domain, today - i), 0)
+        average = sum(self.volumes.get((key, today - i), 0)
                       for i in range(1, SPIKE_DAYS + 1)) / SPIKE_DAYS
         return int(growth * average) if average > 0 else None
 
@@ -203,27 +281,33 @@ class Ledger:
         keep = 100 - round(self.limits.bulk.reserve * 100)
         return max(1, cap * keep // 100), max(1, int(cap * (1.0 - self.limits.bulk.reserve)))
 
-    def room(self, domain: str, bulk: bool, now: float) -> tuple[int, int, bool]:
-        """What every limit leaves the stream now, as the governor computes shares: at least
+    def rate_room(self, domain: str, bulk: bool, now: float) -> tuple[int, int, bool]:
+        """What every rate leaves the stream now, as the governor computes shares: at least
         (a window may count a grant up to 1/GRANULARITY of its period late, never early) and
         at most; and whether that is sure (no reload left the governor counting grants this
         ledger has let go of)."""
-        least, most, sure = [1 << 62], [1 << 62], True
+        least, most, sure = [UNLIMITED], [UNLIMITED], True
         for limit in self.rate_limits(domain, bulk):
             log = self.logs.setdefault(limit.log, Log())
             late = limit.period / GRANULARITY
             least.append(limit.granted - log.within(now - limit.period - late, now))
             most.append(limit.granted - log.within(now - limit.period, now))
             sure = sure and now >= log.unsure_until
-        cap = self.cap(domain, day_of(now))
-        if cap is not None:
-            left = self.cap_share(cap, bulk)[1] - self.volumes.get((domain, day_of(now)), 0)
-            least.append(left)
-            most.append(left)
         return max(0, min(least)), max(0, min(most)), sure
 
-    def grant(self, domain: str, bulk: bool, n: int, now: float, what: str) -> None:
-        """Count a grant, and check invariants 1-4 in the windows that end with it."""
+    def cap_room(self, domain: str, provider: str, bulk: bool, now: float) -> int:
+        """What the ramp's day's cap leaves the stream now, as the governor computes shares:
+        exact, as the loop reports each attempt before the next ask (nothing in flight)."""
+        cap = self.cap(domain, provider, day_of(now))
+        if cap is None:
+            return UNLIMITED
+        today = self.volumes.get((ramp(domain, provider), day_of(now)), 0)
+        return max(0, self.cap_share(cap, bulk)[1] - today)
+
+    def grant(self, domain: str, bulk: bool, got: dict[str, int], now: float, what: str) -> None:
+        """Count a grant (`got`: per provider), and check invariants 1-4 in the windows that
+        end with it."""
+        n = sum(got.values())
         if not n:
             return
         for limit in self.rate_limits(domain, bulk):
@@ -233,19 +317,21 @@ class Ledger:
             assert used <= limit.count, (
                 f"{what}: {used} granted to {limit.log} in the {limit.period:g} s up to "
                 f"{now}, limit {limit.count}")
-        cap = self.cap(domain, day_of(now))
-        if cap is not None:
-            today = self.volumes.get((domain, day_of(now)), 0)
-            share = self.cap_share(cap, bulk)[0]
-            assert today + n <= share, (
-                f"{what}: {today} delivered today + {n} granted over the day's cap {cap} "
-                f"(this stream: {share})")
+        for provider, k in got.items():
+            cap = self.cap(domain, provider, day_of(now))
+            if k and cap is not None:
+                today = self.volumes.get((ramp(domain, provider), day_of(now)), 0)
+                share = self.cap_share(cap, bulk)[0]
+                assert today + k <= share, (
+                    f"{what}: {today} delivered today to ramp {ramp(domain, provider)!r} + {k}"
+                    f" granted over its day's cap {cap} (this stream: {share}; warm-up day "
+                    f"{self.warmup_day(domain, provider, day_of(now))})")
 
-    def deliver(self, domain: str, n: int, now: float) -> None:
+    def deliver(self, domain: str, provider: str, n: int, now: float) -> None:
         if n:
-            key = (domain, day_of(now))
-            self.volumes[key] = self.volumes.get(key, 0) + n
-            self.first_send.setdefault(domain, now)
+            key = ramp(domain, provider)
+            self.volumes[(key, day_of(now))] = self.volumes.get((key, day_of(now)), 0) + n
+            self.first_send.setdefault(key, now)
 
     def reload(self, limits: Limits, domains: tuple[str, ...], now: float) -> None:
         """New limits: each log keeps what the old limit's window still held (the governor
@@ -269,7 +355,7 @@ class Message:
     id: str
     domain: str
     bulk: bool
-    pending: int
+    pending: list[str]                         # each pending recipient's provider, in order
     arrival: float
     due: float
     slotted: bool = False                      # its last hold gave it a slot in its line
@@ -279,19 +365,37 @@ class Message:
         return max(self.arrival, self.due)
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One `reserve` as the worker makes it, and what the limits left at that instant."""
+    what: str
+    asked: dict[str, int]                      # per provider (WHOLE: caps are the domain's)
+    by_provider: bool
+    least: int                                 # what the rates leave, at least
+    sure: bool
+    caps: dict[str, int]                       # what each ramp's cap leaves the stream
+    behind: bool                               # it may be behind its line's held mail
+
+    @property
+    def total(self) -> int:
+        return sum(self.asked.values())
+
+
 class Loop:
     def __init__(self, scenario: Scenario) -> None:
         self.s = scenario
         self.clock = FakeClock(scenario.start)
         limits = Limits.model_validate(scenario.limits)
-        self.ledger = Ledger(limits, scenario.history, scenario.start)
+        self.ledger = Ledger(limits, scenario.history, scenario.unhealthy, scenario.start)
         self.governor = self._governor(limits, None)
-        self.messages = [Message(f"m{k}", scenario.domains[d], bulk, size, scenario.start + at,
-                                 scenario.start + at)
-                         for k, (d, bulk, size, at) in enumerate(scenario.messages)]
+        self.messages = [Message(f"m{k}", scenario.domains[d], bulk, scenario.providers(k),
+                                 scenario.start + at, scenario.start + at)
+                         for k, (d, bulk, _, at, _, _) in enumerate(scenario.messages)]
         self.reloads = [(scenario.start + at, data) for at, data in scenario.reloads]
+        self.refreshes = [(scenario.start + at, days) for at, days in scenario.refreshes]
         self.line_end: dict[tuple[str, bool], float] = {}     # the latest a line may owe
-        self.refused: set[str] = set()         # domains whose transactional mail a limit
+        self.refused: set[tuple[str, str | None]] = set()     # (domain, provider or None for
+                                               # the rates) whose transactional mail a limit
                                                # refused at this instant
         self.attempts = 0
         self.last_grant: dict[str, float] = {}
@@ -299,7 +403,8 @@ class Loop:
 
     def _governor(self, limits: Limits, windows: dict | None) -> Governor:
         return Governor(limits, self.clock, dict(self.ledger.first_send),
-                        dict(self.ledger.volumes), windows)
+                        dict(self.ledger.volumes), windows,
+                        {d: set(days) for d, days in self.ledger.unhealthy.items()})
 
     def run(self) -> None:
         self._deliver_all()
@@ -313,14 +418,18 @@ class Loop:
             waiting = [m for m in self.messages if m.pending]
             if not waiting:
                 return
-            now = min([m.ready() for m in waiting] + [at for at, _ in self.reloads])
+            now = min([m.ready() for m in waiting] + [at for at, _ in self.reloads]
+                      + [at for at, _ in self.refreshes])
+            left = [(m.id, m.domain, 'bulk' if m.bulk else 'tx', counted(m.pending))
+                    for m in waiting]
             assert now <= self.s.start + HORIZON, (
-                f"starved: {sum(m.pending for m in waiting)} recipients of "
-                f"{[(m.id, m.domain, 'bulk' if m.bulk else 'tx', m.pending) for m in waiting]} "
+                f"starved: {sum(len(m.pending) for m in waiting)} recipients of {left} "
                 f"still waiting after {HORIZON / DAY:g} days")
             self.clock.t = max(self.clock.t, now)
             while self.reloads and self.reloads[0][0] <= self.clock.t:
                 self._reload(self.reloads.pop(0)[1])
+            while self.refreshes and self.refreshes[0][0] <= self.clock.t:
+                self._refresh(self.refreshes.pop(0)[1])
             self.refused = set()
             due = sorted((m for m in waiting if m.ready() <= self.clock.t),
                          key=lambda m: (m.bulk, m.ready(), m.id))      # transactional first
@@ -336,7 +445,7 @@ class Loop:
             return
         bound, longest = 0.0, 0.0
         for bulk in (False, True):
-            n = sum(size for d, b, size, _ in self.s.messages
+            n = sum(size for d, b, size, _, _, _ in self.s.messages
                     if self.s.domains[d] == domain and b == bulk)
             for limit in self.ledger.rate_limits(domain, bulk) if n else []:
                 bound += math.ceil(n / limit.granted) * limit.period
@@ -358,11 +467,19 @@ class Loop:
         for message in self.messages:
             message.slotted = False
 
+    def _refresh(self, unhealthy: dict[str, set[int]]) -> None:
+        """The delivery process's refresh: feedback has marked other days unhealthy."""
+        self.ledger.unhealthy = unhealthy
+        self.governor.set_unhealthy({d: set(days) for d, days in unhealthy.items()})
+
     def _attempt(self, m: Message) -> None:
-        """One delivery attempt: ask, check the grant (1-6), deliver, and come back when due."""
+        """One delivery attempt: ask, check the grant (1-6), deliver the recipients the worker
+        picks (of each provider's, the first as many as granted; the route defers the last
+        few of the batch), report each provider's outcome, and come back when due."""
         now = self.clock.t
-        asked = m.pending
-        grant = self._ask(m, now)
+        grant, got = self._ask(m, now)
+        batch = self._batch(m.pending, got) if grant.by_provider is not None else [
+            (k, WHOLE) for k in range(grant.count)]
         deferrals = self.s.deferrals + [0]    # each message's every few attempts defer nothing
         deferred = min(grant.count, deferrals[m.attempts % len(deferrals)])
         m.attempts += 1
@@ -370,9 +487,14 @@ class Loop:
         self.tries[m.domain] = self.tries.get(m.domain, 0) + 1
         if grant.count:
             self.last_grant[m.domain] = now
-        self.governor.delivered(m.domain, grant.count - deferred, grant.count)
-        self.ledger.deliver(m.domain, grant.count - deferred, now)
-        m.pending -= grant.count - deferred
+        sent = batch[:len(batch) - deferred]
+        delivered = counted([provider for _, provider in sent])
+        for provider, attempted in counted([provider for _, provider in batch]).items():
+            self.governor.delivered(m.domain, delivered.get(provider, 0), attempted, provider)
+            self.ledger.deliver(m.domain, provider, delivered.get(provider, 0), now)
+        gone = {k for k, _ in sent}
+        asked = len(m.pending)
+        m.pending = [p for k, p in enumerate(m.pending) if k not in gone]
         hold = grant.hold
         m.slotted = hold is not None and hold.reason in RATE_HOLDS
         if m.slotted:                         # the latest its line may owe slots until
@@ -386,37 +508,92 @@ class Loop:
         elif hold is not None:
             m.due = hold.until + self.s.lateness[self.attempts % len(self.s.lateness)]
 
-    def _ask(self, m: Message, now: float) -> Grant:
-        """`reserve`, and invariants 1-6 on its answer."""
-        what = f"{m.id} ({m.domain}, {'bulk' if m.bulk else 'transactional'}) at {now}"
-        least, most, sure = self.ledger.room(m.domain, m.bulk, now)
-        tx_most = self.ledger.room(m.domain, False, now)[1]
-        asked = m.pending
-        grant = self.governor.reserve(m.domain, asked, m.bulk, ticket=m.id)
-        self._check_shape(grant, asked, now, what)
-        self.ledger.grant(m.domain, m.bulk, grant.count, now, what)            # 1-4
-        if m.bulk:                                                              # 5
+    @staticmethod
+    def _batch(pending: list[str], got: dict[str, int]) -> list[tuple[int, str]]:
+        """(index, provider) of the recipients that go: of each provider's, the first as
+        many as granted, in the message's order."""
+        left, batch = dict(got), []
+        for k, provider in enumerate(pending):
+            if left.get(provider, 0) > 0:
+                left[provider] -= 1
+                batch.append((k, provider))
+        return batch
+
+    def _ask(self, m: Message, now: float) -> tuple[Grant, dict[str, int]]:
+        """`reserve`, and invariants 1-6 on its answer; what it granted of each provider."""
+        by_provider = self.ledger.limits.caps_per_provider
+        asked = counted(m.pending) if by_provider else {WHOLE: len(m.pending)}
+        least, most, sure = self.ledger.rate_room(m.domain, m.bulk, now)
+        ask = Ask(f"{m.id} ({m.domain}, {'bulk' if m.bulk else 'transactional'}) at {now}",
+                  asked, by_provider, least, sure,
+                  {p: self.ledger.cap_room(m.domain, p, m.bulk, now) for p in asked},
+                  not m.slotted and self.line_end.get((m.domain, m.bulk), 0.0) > now)
+        tx_most = self.ledger.rate_room(m.domain, False, now)[1]
+        tx_caps = {p: self.ledger.cap_room(m.domain, p, False, now) for p in asked}
+        grant = self.governor.reserve(m.domain, dict(asked) if by_provider else len(m.pending),
+                                      m.bulk, ticket=m.id)
+        got = self._check_shape(grant, ask, now)
+        self.ledger.grant(m.domain, m.bulk, got, now, ask.what)                   # 1-4
+        if m.bulk:                                                                # 5
             assert grant.count <= tx_most, (
-                f"{what}: bulk got {grant.count}, transactional could have had {tx_most}")
-            assert not (grant.count and m.domain in self.refused), (
-                f"{what}: bulk granted right after a limit refused transactional mail")
-        elif grant.count < asked and most == 0:
-            self.refused.add(m.domain)
-        if sure:                                                                # 6 (and 5)
-            behind = not m.slotted and self.line_end.get((m.domain, m.bulk), 0.0) > now
-            assert min(asked, least) <= grant.count or (grant.count == 0 and behind), (
-                f"{what}: asked {asked}, granted {grant.count}, every limit left {least}"
-                f"{'' if m.slotted else ' (holding no slot)'}")
-        return grant
+                f"{ask.what}: bulk got {grant.count}, transactional could have had {tx_most}")
+            for p, n in got.items():
+                assert n <= tx_caps[p], (
+                    f"{ask.what}: bulk got {n} of {p!r}, transactional could have had {tx_caps[p]}")
+                assert not (n and {(m.domain, None), (m.domain, p)} & self.refused), (
+                    f"{ask.what}: bulk granted {n} of {p!r} right after a limit refused "
+                    f"transactional mail")
+        else:
+            if grant.count < ask.total and most == 0:
+                self.refused.add((m.domain, None))
+            self.refused |= {(m.domain, p) for p, n in got.items()
+                             if n < asked[p] and tx_caps[p] == 0}
+        self._check_room(grant, got, ask)                                         # 6 (and 5)
+        return grant, got
 
     @staticmethod
-    def _check_shape(grant: Grant, asked: int, now: float, what: str) -> None:
-        assert 0 <= grant.count <= asked, f"{what}: granted {grant.count} of {asked}"
-        assert (grant.hold is None) == (grant.count == asked), f"{what}: {grant}"
+    def _check_room(grant: Grant, got: dict[str, int], ask: Ask) -> None:
+        """6: what each provider got, against what the limits left it; the hold's reason."""
+        idle = grant.count == 0 and ask.behind          # behind its line: may get nothing
+        if ask.sure and not idle:
+            left = ask.least
+            for p, n in ask.asked.items():
+                assert got[p] >= min(n, ask.caps[p], max(0, left)), (
+                    f"{ask.what}: asked {ask.asked}, granted {got}; of {p!r} {got[p]}, but its "
+                    f"cap left {ask.caps[p]} and the rates {max(0, left)} of {ask.least} after "
+                    f"the providers before it{'' if not ask.behind else ' (holding no slot)'}")
+                left -= got[p]
+        hold = grant.hold
+        if hold is not None and hold.reason in CAP_HOLDS:
+            waiting = {p: got[p] for p, n in ask.asked.items() if got[p] < n}
+            assert all(got[p] == ask.caps[p] for p in waiting), (
+                f"{ask.what}: held until midnight ({hold.reason.value}) though a provider left "
+                f"waiting had cap room: asked {ask.asked}, granted {got}, caps left {ask.caps}")
+        if hold is not None and hold.reason in RATE_HOLDS and not idle:
+            assert any(got[p] < min(n, ask.caps[p]) for p, n in ask.asked.items()), (
+                f"{ask.what}: held for a rate though every provider left waiting had its cap "
+                f"full: asked {ask.asked}, granted {got}, caps left {ask.caps}")
+
+    @staticmethod
+    def _check_shape(grant: Grant, ask: Ask, now: float) -> dict[str, int]:
+        """A grant's count and hold, and its parts by provider: what each provider got."""
+        what, total = ask.what, ask.total
+        assert 0 <= grant.count <= total, f"{what}: granted {grant.count} of {total}"
+        assert (grant.hold is None) == (grant.count == total), f"{what}: {grant}"
         if grant.hold is not None:
             assert grant.hold.until > now, f"{what}: held until {grant.hold.until}"
             if grant.hold.reason in CAP_HOLDS:
                 assert grant.hold.until == (day_of(now) + 1) * DAY, f"{what}: {grant.hold}"
+        if not ask.by_provider:
+            assert grant.by_provider is None, f"{what}: asked a count, got {grant}"
+            return {WHOLE: grant.count}
+        parts = grant.by_provider
+        assert parts is not None and set(parts) <= set(ask.asked), (
+            f"{what}: asked {ask.asked}, got {grant}")
+        assert sum(parts.values()) == grant.count, f"{what}: {grant}"
+        assert all(0 <= parts[p] <= ask.asked[p] for p in parts), (
+            f"{what}: asked {ask.asked}, got {grant}")
+        return {p: parts.get(p, 0) for p in ask.asked}
 
 
 @settings(max_examples=300, derandomize=True, database=None, deadline=None,
