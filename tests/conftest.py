@@ -209,6 +209,14 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def eventually(predicate, what: str, timeout: float = 15.0) -> None:
+    """wait_until for a test's own event loop: yields to it while waiting."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 def readyz(port: int) -> tuple[int, dict]:
     """GET /readyz on the metrics listener: (status, the JSON body)."""
     try:

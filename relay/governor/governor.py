@@ -233,7 +233,7 @@ class Governor:
 
     def daily_cap(self, domain: str, today: int, provider: str = WHOLE) -> tuple[int | None, HoldReason]:
         key = ramp(domain, provider)
-        first = self._first_send.get(key)
+        first = self._first(domain, provider)
         first_day = day_of(first) if first is not None else None
         cap = warmup_cap(self.limits.warmup.schedule, self.warmup_day(domain, today, provider))
         if cap is not None:
@@ -243,9 +243,16 @@ class Governor:
         return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
 
     def warmup_day(self, domain: str, today: int, provider: str = WHOLE) -> int:
-        first = self._first_send.get(ramp(domain, provider))
+        first = self._first(domain, provider)
         return warmup_day(day_of(first) if first is not None else None, today,
                           self._unhealthy.get(domain, ()))
+
+    def _first(self, domain: str, provider: str) -> float | None:
+        """The ramp's first send; a provider without one of its own continues the ramp the
+        whole domain had before its caps were per provider (an upgrade, or per_provider
+        turned on), so a domain already warmed up is not warmed up again."""
+        first = self._first_send.get(ramp(domain, provider))
+        return first if first is not None or not provider else self._first_send.get(domain)
 
     def _count(self, domain: str, provider: str, recipients: int, bulk: bool, now: float) -> None:
         """Recipients granted: in flight until `delivered`, and in the rate windows."""
@@ -273,7 +280,7 @@ class Governor:
             return
         now = self.clock.now()
         self._volumes[(key, day_of(now))] = self._volumes.get((key, day_of(now)), 0) + recipients
-        self._first_send.setdefault(key, now)
+        self._first_send.setdefault(key, self._first(domain, provider) or now)
         for old in [k for k in self._volumes if k[1] < day_of(now) - SPIKE_DAYS - 1]:
             del self._volumes[old]
 

@@ -51,6 +51,10 @@ class _Writer(threading.Thread):
         self._requests.put((fn, future, loop))
         return future
 
+    def submit_nowait(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """As submit, with nobody waiting: no future, no wake-up of the caller's loop."""
+        self._requests.put((fn, None, None))
+
     def stop(self) -> None:
         self._requests.put(_STOP)
         self.join()
@@ -97,6 +101,10 @@ class _Writer(threading.Thread):
                 log.exception("spool rollback failed")
             results = [(False, exc)] * len(batch)
         for (ok, value), (_, future, loop) in zip(results, batch):
+            if future is None:
+                if not ok:
+                    log.error("a write nobody waits for failed: %s", value)
+                continue
             try:
                 loop.call_soon_threadsafe(_resolve, future, ok, value)
             except RuntimeError:               # that caller's loop is closed: nobody waits
@@ -145,8 +153,8 @@ class Database:
 
     def write_soon(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Submit `fn` without waiting: it commits with or before any write submitted
-        after it (a failure is logged)."""
-        self._writer.submit(fn).add_done_callback(_log_failure)
+        after it (a failure is logged). Nothing wakes the caller's loop when it does."""
+        self._writer.submit_nowait(fn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on a reader connection, off the event loop."""
@@ -163,8 +171,3 @@ class Database:
         if conn is None:
             conn = self._local.conn = connect(self.path)
         return fn(conn)
-
-
-def _log_failure(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("a state write failed: %s", future.exception())

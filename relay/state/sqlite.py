@@ -31,6 +31,7 @@ SUPPRESS_AT_ONCE = {
 }
 NEGATIVE = (FeedbackKind.COMPLAINED.value, FeedbackKind.BOUNCED_HARD.value)
 HEALTH_DAYS = 400          # how far back the warm-up's unhealthy days are read
+OUTCOME_KEYS_KEPT = 2 * 86400   # an outcome's key outlives any retry of its write
 
 
 class SqliteState:
@@ -160,6 +161,7 @@ class SqliteState:
                 feedback.judge(domain)
             window = self.config.reputation.window
             tables.forget_message_ids(conn, now - window)
+            tables.forget_outcomes(conn, now - OUTCOME_KEYS_KEPT)
             # events older than every window that counts them are only history: the event log
             horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
             conn.execute("DELETE FROM feedback_events WHERE received < ?", (horizon,))
@@ -213,7 +215,10 @@ class SqliteState:
         governor = Governor(config.limits, self.clock, first, volumes, None, unhealthy)
         governor.set_paused(paused)
         ramps = []
-        for provider in governor.ramps(domain) or [WHOLE]:
+        providers = governor.ramps(domain) or [WHOLE]
+        if config.limits.caps_per_provider and providers != [WHOLE]:
+            providers = [p for p in providers if p != WHOLE]    # the domain's ramp of before
+        for provider in providers:
             s = governor.status(domain, provider)
             ramps.append(RampStatus(provider, s["warmup_day"], s["today"], s["cap"],
                                     s["cap_reason"], s["next_release"]))

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS outcome_keys (
     key TEXT PRIMARY KEY,
     at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outcome_keys_at ON outcome_keys (at);
 CREATE TABLE IF NOT EXISTS campaign_buckets (
     campaign TEXT NOT NULL,
     bucket INTEGER NOT NULL,
@@ -122,19 +123,24 @@ def add_deliveries(conn: sqlite3.Connection, domain: str, count: int, now: float
     conn.execute("INSERT INTO ramp_days (domain, provider, day, delivered) VALUES (?, ?, ?, ?)"
                  " ON CONFLICT DO UPDATE SET delivered = delivered + excluded.delivered",
                  (domain, provider, day_of(now), count))
-    conn.execute("INSERT INTO ramp_state (domain, provider, first_send) VALUES (?, ?, ?)"
-                 " ON CONFLICT DO UPDATE SET first_send = MIN(first_send, excluded.first_send)",
+    # a provider's new ramp continues the whole domain's, when the domain had one (see
+    # Governor._first)
+    conn.execute("INSERT INTO ramp_state (domain, provider, first_send) VALUES (?1, ?2, MIN(?3,"
+                 " COALESCE((SELECT first_send FROM ramp_state WHERE domain = ?1 AND provider = ''),"
+                 " ?3))) ON CONFLICT DO UPDATE SET first_send = MIN(first_send, excluded.first_send)",
                  (domain, provider, now))
 
 
 def first_count(conn: sqlite3.Connection, key: str, now: float) -> bool:
-    """True the first time `key` (an outcome: queue id and attempt) is seen; old keys go."""
-    if conn.execute("INSERT OR IGNORE INTO outcome_keys (key, at) VALUES (?, ?)",
-                    (key, now)).rowcount == 0:
-        return False
-    if int(now) % 64 == 0:
-        conn.execute("DELETE FROM outcome_keys WHERE at < ?", (now - 7 * 86400,))
-    return True
+    """True the first time `key` (an outcome: queue id and attempt) is seen."""
+    return conn.execute("INSERT OR IGNORE INTO outcome_keys (key, at) VALUES (?, ?)",
+                        (key, now)).rowcount > 0
+
+
+def forget_outcomes(conn: sqlite3.Connection, before: float) -> None:
+    """An outcome is retried within seconds of its attempt (or after a restart): keys older
+    than `before` can go."""
+    conn.execute("DELETE FROM outcome_keys WHERE at < ?", (before,))
 
 
 def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], dict[tuple[str, int], int]]:

@@ -10,7 +10,6 @@ attempt), and held time never counts toward max_age (`spool.max_age: 1h` here, d
 from __future__ import annotations
 
 import asyncio
-import time
 
 import yaml
 
@@ -18,18 +17,12 @@ from relay import config as config_module
 from relay.clock import DAY
 from relay.compose import build_delivery
 from relay.model import QueuedMessage, Recipient, new_queue_id
-from tests.conftest import base_config, message
+from tests.conftest import base_config, eventually, message
 from tests.fakes.clock import FakeClock
 
 RCPTS = [f"client{n:02}@example.net" for n in range(60)]
 TEN_AM = 20_000 * DAY + 10 * 3600
 
-
-async def wait_for(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_sixty_recipients_leave_10_20_30_over_three_days(tmp_path, upstream, server_cert, dkim_keys):
@@ -42,7 +35,7 @@ def test_sixty_recipients_leave_10_20_30_over_three_days(tmp_path, upstream, ser
         return sum(len(m.rcpt_tos) for m in upstream.messages)
 
     async def scenario() -> None:
-        spool, governor, delivery = await build_delivery(config, clock)
+        spool, state, delivery = await build_delivery(config, clock)
         delivery.start()
         try:
             body = message(to="undisclosed-recipients:;").encode()
@@ -54,8 +47,8 @@ def test_sixty_recipients_leave_10_20_30_over_three_days(tmp_path, upstream, ser
             for day, total in ((0, 10), (1, 30), (2, 60)):
                 clock.t = TEN_AM + day * DAY if day == 0 else (20_000 + day) * DAY + 1
                 delivery.wake()
-                await wait_for(lambda: delivered() == total, f"{total} recipients by day {day}")
-            await wait_for(lambda: not spool.summaries(), "the spool to empty")
+                await eventually(lambda: delivered() == total, f"{total} recipients by day {day}")
+            await eventually(lambda: not spool.summaries(), "the spool to empty")
         finally:
             await delivery.stop(timeout=5)
             spool.close()

@@ -26,7 +26,7 @@ from relay.compose import build_delivery
 from relay.feedback.events import FeedbackEvent, FeedbackKind
 from relay.feedback.intake import FeedbackIntake
 from relay.model import QueuedMessage, Recipient, new_queue_id
-from tests.conftest import base_config, message, submit, wait_until
+from tests.conftest import base_config, eventually, message, submit, wait_until
 from tests.fakes.clock import FakeClock
 from tests.fakes.dns_server import LoopbackDns, ZoneResolver
 
@@ -75,12 +75,6 @@ def test_each_mailbox_provider_has_its_own_day_0_cap(tmp_path, make_relay, upstr
 TEN_AM = 20_000 * DAY + 10 * 3600
 
 
-async def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
 
 def test_a_day_over_the_complaint_limit_does_not_move_the_warmup_on(tmp_path, upstream,
                                                                     server_cert, dkim_keys):
@@ -105,7 +99,7 @@ def test_a_day_over_the_complaint_limit_does_not_move_the_warmup_on(tmp_path, up
                 recipients=[Recipient(r) for r in rcpts], domain="acme.fr", route="provider",
                 body=message().encode(), created=clock.now(), next_attempt=clock.now()))
             delivery.wake()
-            await _wait_for(lambda: delivered() == 2, "day 0's two recipients")
+            await eventually(lambda: delivered() == 2, "day 0's two recipients")
             complaint = FeedbackEvent(FeedbackKind.COMPLAINED, rcpts[0], "brevo", TEN_AM + 60,
                                       "", "", "", "brevo:spam:1", "acme.fr")
             assert await FeedbackIntake(state).record([complaint]) == 1
@@ -115,7 +109,7 @@ def test_a_day_over_the_complaint_limit_does_not_move_the_warmup_on(tmp_path, up
                 await state.refresh()              # as the delivery process does every 2 s
                 delivery.wake()
                 expected = {1: 4, 2: 8}[day]
-                await _wait_for(lambda: delivered() == expected, f"{expected} by day {day}")
+                await eventually(lambda: delivered() == expected, f"{expected} by day {day}")
                 days.append(await state.domain_status("acme.fr"))
             return days
         finally:

@@ -1009,3 +1009,15 @@ def test_an_unhealthy_day_holds_back_every_providers_ramp(clock):
     assert grant.by_provider == {"google": 4, "microsoft": 2}
     gov.set_unhealthy({})
     assert [gov.status("acme.fr", p)["warmup_day"] for p in ("google", "microsoft")] == [2, 1]
+
+
+def test_a_domain_warmed_up_before_caps_were_per_provider_keeps_its_day(clock):
+    """A domain ramped as a whole (before per_provider, or with it off) for two days: once its
+    caps are per provider, each provider continues at day 2, not 0; a provider that has a
+    ramp of its own follows its own."""
+    first_send = {"acme.fr": TEN_AM - 2 * DAY, ramp("acme.fr", "yahoo"): TEN_AM}
+    gov = governor(clock, first_send, warmup={"schedule": [2, 4, 6, 8]})
+    assert gov.status("acme.fr", "google")["warmup_day"] == 2
+    assert gov.reserve("acme.fr", {"google": 7, "yahoo": 7}).by_provider == {"google": 6, "yahoo": 2}
+    gov.delivered("acme.fr", 6, 6, "google")            # google's own ramp begins: still day 2
+    assert gov.status("acme.fr", "google")["warmup_day"] == 2

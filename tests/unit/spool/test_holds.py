@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-import pytest
-
 from relay.model import QueuedMessage, Recipient, RecipientState
 from relay.spool.store import Spool
 
@@ -33,14 +31,6 @@ def delivered(m: QueuedMessage) -> QueuedMessage:
         r.state, r.reply = RecipientState.DELIVERED, "250 2.0.0 Ok"
     m.attempts += 1
     return m
-
-
-@pytest.fixture
-def spool(tmp_path):
-    spool = Spool(tmp_path / "spool")
-    spool.start()
-    yield spool
-    spool.close()
 
 
 def run(coro):

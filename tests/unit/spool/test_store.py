@@ -22,14 +22,6 @@ def msg(id: str, *addresses: str, stream: Stream = Stream.TRANSACTIONAL, next_at
                          mail_options=["BODY=8BITMIME", "SMTPUTF8"])
 
 
-@pytest.fixture
-def spool(tmp_path):
-    spool = Spool(tmp_path / "spool")
-    spool.start()
-    yield spool
-    spool.close()
-
-
 def run(coro):
     return asyncio.run(coro)
 

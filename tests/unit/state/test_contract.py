@@ -250,6 +250,27 @@ def test_per_provider_ramps_grant_and_report_each_provider_apart(state_factory):
                                        RampStatus("microsoft", 0, 1, 2, "warmup", None)]
 
 
+def test_a_domain_ramped_as_a_whole_keeps_its_day_when_caps_become_per_provider(state_factory):
+    """Two days of the whole domain's ramp, then per-provider caps (a restart with
+    per_provider on): google's first delivery continues at warm-up day 2, after a restart too."""
+    state = state_factory(limits=WARMUP)
+    clock = state_factory.clock
+
+    async def scenario():
+        nonlocal state
+        await state.record_outcome(delivered("Q1:1", 2))
+        clock.advance(2 * DAY)
+        state_factory.config = make_config(
+            state_factory.directory, limits={"warmup": {"schedule": [2, 4, 6], "per_provider": True}})
+        state = await state_factory.restart(state)
+        grant = await reserve(state, {"google": 9})
+        assert grant.by_provider == {"google": 6}
+        await state.record_outcome(delivered("Q2:1", 6, provider="google"))
+        state = await state_factory.restart(state)
+        return (await state.domain_status("acme.fr")).ramps
+    assert asyncio.run(scenario()) == [RampStatus("google", 2, 6, 6, "warmup", TOMORROW + 2 * DAY)]
+
+
 def test_the_first_send_is_kept_and_the_warmup_day_moves_on_at_utc_midnight(state_factory):
     """Day 0 lasts until the UTC midnight after the first delivery, then day 1 (cap 4) and day 2
     (cap 6) follow, across restarts; a later delivery does not move the first send."""
