@@ -210,9 +210,10 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 async def eventually(predicate, what: str, timeout: float = 15.0) -> None:
-    """wait_until for a test's own event loop: yields to it while waiting."""
+    """wait_until for a test's own event loop: yields to it while waiting. `predicate` may
+    be a coroutine function."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()):
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         await asyncio.sleep(0.02)
 

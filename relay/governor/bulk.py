@@ -43,6 +43,11 @@ class CampaignCounter:
     def bucket_of(self, now: float) -> int:
         return int(now // self.bucket_size)
 
+    def total(self, key: str, now: float) -> int:
+        """The campaign's recipients within the window."""
+        bucket = self.bucket_of(now)
+        return sum(n for b, n in self._campaigns.get(key, ()) if b > bucket - BUCKETS_PER_WINDOW)
+
     def add(self, key: str, recipients: int, now: float) -> int:
         """Count `recipients` more for the campaign; return its total within the window."""
         bucket = self.bucket_of(now)

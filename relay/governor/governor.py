@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from relay.clock import Clock
 from relay.config import Limits
 from relay.governor.rates import Line, SlidingWindow
-from relay.governor.warmup import SPIKE_DAYS, spike_cap, warmup_cap, warmup_day
+from relay.governor.warmup import SPIKE_DAYS, SPIKE_FLOOR, spike_cap, warmup_cap, warmup_day
 from relay.clock import DAY, day_of
 from relay.units import Rate
 
@@ -183,7 +183,7 @@ class Governor:
         if cap is None:
             return _UNLIMITED, None
         key = ramp(domain, provider)
-        sent = self._volumes.get((key, today), 0) + self._in_flight.get(key, 0)
+        sent = self._sent(domain, provider, today) + self._in_flight.get(key, 0)
         share = max(1, int(cap * self._share(bulk))) if cap else 0    # as a rate's: never 0
         of = f" to {provider}" if provider else ""
         return max(0, share - sent), Hold((today + 1) * DAY, reason,
@@ -232,15 +232,23 @@ class Governor:
         return f" (bulk's {self._share(True):.0%})" if bulk else ""
 
     def daily_cap(self, domain: str, today: int, provider: str = WHOLE) -> tuple[int | None, HoldReason]:
-        key = ramp(domain, provider)
         first = self._first(domain, provider)
         first_day = day_of(first) if first is not None else None
         cap = warmup_cap(self.limits.warmup.schedule, self.warmup_day(domain, today, provider))
         if cap is not None:
             return cap, HoldReason.WARMUP
-        previous = [self._volumes.get((key, today - i), 0) for i in range(1, SPIKE_DAYS + 1)]
+        previous = [self._sent(domain, provider, today - i) for i in range(1, SPIKE_DAYS + 1)]
         history = 0 if first_day is None else today - first_day
-        return spike_cap(self.limits.spike.max_growth, previous, history), HoldReason.SPIKE
+        schedule = self.limits.warmup.schedule
+        return (spike_cap(self.limits.spike.max_growth, previous, history,
+                          schedule[0] if schedule else SPIKE_FLOOR), HoldReason.SPIKE)
+
+    def _sent(self, domain: str, provider: str, day: int) -> int:
+        """Recipients delivered that day on the ramp; a provider's ramp also counts what the
+        whole domain's ramp carried (before the caps were per provider: nobody knows to
+        which provider, so it counts against each), so switching loses no day's volume."""
+        own = self._volumes.get((ramp(domain, provider), day), 0)
+        return own + (self._volumes.get((domain, day), 0) if provider else 0)
 
     def warmup_day(self, domain: str, today: int, provider: str = WHOLE) -> int:
         first = self._first(domain, provider)
@@ -284,12 +292,18 @@ class Governor:
         for old in [k for k in self._volumes if k[1] < day_of(now) - SPIKE_DAYS - 1]:
             del self._volumes[old]
 
+    def uncount(self, domain: str, recipients: int, at: float, provider: str = WHOLE) -> None:
+        """Take back deliveries `delivered` counted at `at` that were counted already."""
+        key = (ramp(domain, provider), day_of(at))
+        if key in self._volumes:
+            self._volumes[key] = max(0, self._volumes[key] - recipients)
+
     def status(self, domain: str, provider: str = WHOLE) -> dict:
         """What `relay domains list|show` shows of a domain's ramp (of one provider)."""
         today = day_of(self.clock.now())
         cap, reason = self.daily_cap(domain, today, provider)
         pause = self._paused.get(domain)
-        sent = self._volumes.get((ramp(domain, provider), today), 0)
+        sent = self._sent(domain, provider, today)
         return {"state": f"paused ({pause[0]})" if pause else "active",
                 "warmup_day": self.warmup_day(domain, today, provider),
                 "today": sent, "cap": cap,

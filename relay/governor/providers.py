@@ -40,7 +40,7 @@ def _normal(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
-    domains: tuple[str, ...]      # "gmail.com", or "outlook.*": "outlook." and 1 or 2 more labels
+    domains: tuple[str, ...]      # "gmail.com", or "outlook.*": "outlook." and a top-level domain
     mx: tuple[str, ...]           # MX host suffixes, matched on a label boundary
 
     def has_domain(self, domain: str) -> bool:
@@ -48,14 +48,25 @@ class Provider:
             if not pattern.endswith(".*"):
                 if domain == pattern:
                     return True
-            elif domain.startswith(stem := pattern[:-1]):
-                labels = domain[len(stem):].split(".")
-                if len(labels) <= 2 and all(labels):
-                    return True
+            elif domain.startswith(stem := pattern[:-1]) and _is_suffix(domain[len(stem):]):
+                return True
         return False
 
     def has_mx(self, host: str) -> bool:
         return any(host == suffix or host.endswith("." + suffix) for suffix in self.mx)
+
+
+# second-level labels under which a country's registry sells names (outlook.co.uk,
+# yahoo.com.br, live.com.au): `name.*` covers a top-level domain or one of these
+_SECOND_LEVEL = {"co", "com", "net", "org", "ne", "or", "ac"}
+
+
+def _is_suffix(rest: str) -> bool:
+    """`rest` (after `name.`) is a top-level domain, or a country's second level under it."""
+    labels = rest.split(".")
+    if len(labels) == 1:
+        return bool(labels[0])
+    return len(labels) == 2 and labels[0] in _SECOND_LEVEL and len(labels[1]) == 2
 
 
 def load_mapping(path: Path | None = None) -> dict[str, Provider]:

@@ -5,13 +5,15 @@ past the last step there is no warm-up cap. Day N is the Nth day since the first
 through relay, counting only the healthy days: a day the domain was paused, or whose bounce
 or complaint rate went over the reputation limit, does not move the ramp on. The
 spike guard, after warm-up: no day above `max_growth` x the average of the 7 previous days,
-once the domain has 7 days of history (before that there is nothing to compare with).
+once the domain has 7 days of history (before that there is nothing to compare with), and
+never below the warm-up's first step (50 without a schedule).
 """
 from __future__ import annotations
 
 from typing import Iterable
 
 SPIKE_DAYS = 7
+SPIKE_FLOOR = 50          # without a warm-up schedule: DESIGN's recommended first step
 
 
 def warmup_day(first_send_day: int | None, today: int, unhealthy: Iterable[int] = ()) -> int:
@@ -25,9 +27,12 @@ def warmup_cap(schedule: list[int], day: int) -> int | None:
     return schedule[day] if day < len(schedule) else None
 
 
-def spike_cap(max_growth: float | None, previous_days: list[int], history_days: int) -> int | None:
-    """`previous_days`: volumes of the 7 days before today (0 for a quiet day)."""
+def spike_cap(max_growth: float | None, previous_days: list[int], history_days: int,
+              floor: int = SPIKE_FLOOR) -> int | None:
+    """`previous_days`: volumes of the 7 days before today (0 for a quiet day). The cap is
+    never below `floor`, what a new domain may send on its first day (the schedule's first
+    step): a provider that gets a few recipients a week is no spike at 5."""
     if max_growth is None or history_days < SPIKE_DAYS:
         return None
     average = sum(previous_days) / SPIKE_DAYS
-    return int(max_growth * average) if average > 0 else None
+    return max(floor, int(max_growth * average)) if average > 0 else None

@@ -181,7 +181,7 @@ class Acceptance:
         campaign = campaign_key(session.sender_domain, parsed.headers, parsed.from_address)
         parsed.headers.extend((k.encode(), b" " + v.encode())
                               for k, v in self.config.routes[route_name].headers.items())
-        total = await self.state.count_campaign(session.sender_domain, campaign, len(recipients))
+        total = await self.state.campaign_total(session.sender_domain, campaign, len(recipients))
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
         messages = []
         for group, extra in self._unsubscribe_groups(parsed, stream, session.sender_domain, recipients):
@@ -197,8 +197,8 @@ class Acceptance:
                 mail_options=[o for o in mail_options if o in ("SMTPUTF8", "BODY=8BITMIME")]))
         message_id = b"".join(parsed.get(b"Message-ID")[:1]).decode("ascii", "replace")
         await self.space.check(sum(len(m.body) for m in messages))    # low meanwhile?
-        if message_id:
-            await self.state.remember_message(message_id, session.sender_domain)
+        await self.state.record_accepted(session.sender_domain, campaign, len(recipients),
+                                         message_id)
         await self._store(messages)
         for message in messages:
             emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,

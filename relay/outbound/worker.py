@@ -12,10 +12,10 @@
 4. each recipient's reply is classified: 2xx delivered; 4xx, or no answer at all, is retried
    with exponential backoff and jitter; 5xx bounced; still failing past `spool.max_age`
    expired
-5. what was delivered is counted (`State.record_outcome`, keyed by queue id and attempt),
-   and the new state is persisted with the DSN for what failed for good (one transaction;
-   both retried until taken: never a second send because an outcome could not be
-   written), an event is logged and metrics move per outcome; the route's refusals become feedback
+5. the reservation ends: what was delivered is counted, the rest released
+   (`State.record_outcome`, keyed by this attempt), and the new state is persisted with the
+   DSN for what failed for good (one transaction); each write retried alone until taken:
+   never a second send because an outcome could not be written, an event is logged and metrics move per outcome; the route's refusals become feedback
    (a dead address is suppressed, the domain's bounce rate moves)
 
 Delivery is at-least-once: a crash between the route's 250 and step 5 re-sends the message
@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 import time
+from typing import Awaitable, Callable
 
 from relay import metrics
 from relay.checks import content
@@ -51,7 +53,7 @@ log = logging.getLogger("relay.delivery")
 
 _IDLE_CLOSE = 30.0        # close a route session unused this long
 _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits this long
-_PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the spool
+_PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the state
 _REJUDGE = 60.0           # how often domains paused by the reputation rules are judged again
 _BATCH = 0.05             # the scheduler's shortest sleep: paced mail goes a few at a time
 _RECORD_RETRY = 0.1       # an outcome the spool refused is written again after this, doubling
@@ -97,15 +99,16 @@ def _granted(pending: list[Recipient], providers: list[str] | None,
     return chosen
 
 
-def _outcome(message: QueuedMessage, chosen: list[tuple[Recipient, str]]) -> Outcome:
-    """What this attempt counts toward the daily volumes, per provider."""
+def _outcome(key: str, domain: str, chosen: list[tuple[Recipient, str]], answered: bool) -> Outcome:
+    """What an attempt counts toward the daily volumes, per provider (nothing delivered
+    when the route did not answer)."""
     attempted: dict[str, int] = {}
     delivered: dict[str, int] = {}
     for recipient, provider in chosen:
         attempted[provider] = attempted.get(provider, 0) + 1
-        if recipient.state is RecipientState.DELIVERED:
+        if answered and recipient.state is RecipientState.DELIVERED:
             delivered[provider] = delivered.get(provider, 0) + 1
-    return Outcome(f"{message.id}:{message.attempts}", message.domain, attempted, delivered)
+    return Outcome(key, domain, attempted, delivered)
 
 
 class Delivery:
@@ -152,18 +155,27 @@ class Delivery:
         chosen = _granted(pending, providers, grant)    # the rest waits for its turn (grant.hold)
         batch = [recipient for recipient, _ in chosen]
         message.attempts += 1
+        # unique to this attempt: after a crash the same attempt number may come again
+        key = f"{message.id}:{message.attempts}:{secrets.token_hex(4)}"
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(batch))
         started = time.monotonic()
+        answered = False
         try:
-            answers = await session.send(message.mail_from, [r.address for r in batch],
-                                         message.body, message.mail_options)
-        except RouteUnavailable as exc:
-            answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(batch)
-        metrics.DELIVERY_DURATION.labels(route.name).observe(time.monotonic() - started)
-        now = self.clock.now()
-        self._classify(message, batch, answers, now)
-        outcome = _outcome(message, chosen)
+            try:
+                answers = await session.send(message.mail_from, [r.address for r in batch],
+                                             message.body, message.mail_options)
+            except RouteUnavailable as exc:
+                answers = [UpstreamReply.of(R451_ROUTE_UNAVAILABLE.format(detail=exc))] * len(batch)
+            metrics.DELIVERY_DURATION.labels(route.name).observe(time.monotonic() - started)
+            now = self.clock.now()
+            self._classify(message, batch, answers, now)
+            answered = True
+        finally:
+            # the reservation ends here, once: what was delivered counts, the rest is released
+            # (nothing counts when the attempt failed unexpectedly: it is tried again later)
+            outcome = _outcome(key, message.domain, chosen, answered)
+            counted = self.state.record_outcome(outcome)
         held = self._rest_waits(message, batch, grant.hold, now) if grant.hold else None
         failed = [r for r in batch if r.state in (RecipientState.BOUNCED, RecipientState.EXPIRED)]
         dsns = []
@@ -171,7 +183,10 @@ class Delivery:
             loop = asyncio.get_running_loop()   # signing is CPU work: off the event loop
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
-        await self._record(message, outcome, dsns, held.reason.value if held else "")
+        spooled = self.spool.record_attempt(message, dsns, held.reason.value if held else "")
+        await self._written(message.id, counted, lambda: self.state.record_outcome(outcome))
+        await self._written(message.id, spooled, lambda: self.spool.record_attempt(
+            message, dsns, held.reason.value if held else ""))
         if self.intake is not None:
             await self.intake.record(upstream_feedback(message, batch, now))
         for extra in dsns:
@@ -196,34 +211,31 @@ class Delivery:
         message.next_attempt = hold.until
         return hold
 
-    async def _record(self, message: QueuedMessage, outcome: Outcome, dsns: list[QueuedMessage],
-                      hold_reason: str = "") -> None:
-        """Step 5's writes, retried until taken: the route has answered, and an outcome
-        given up on would send the message again (a full disk must never cause a second
-        send). The count is submitted first and awaited last, so both writes can share one
-        commit; it is idempotent, so a retry counts once. This worker takes no other
-        message meanwhile; acceptance keeps `spool.min_free` for these writes, so it waits
-        only while space is freed."""
+    async def _written(self, message_id: str, first: Awaitable, again: Callable[[], Awaitable]) -> None:
+        """Step 5's writes, each retried until taken (`first`, then `again()`): the route has
+        answered, and an outcome given up on would send the message again (a full disk must
+        never cause a second send). Both are idempotent, and each is retried alone, so one
+        that was taken is never written twice. This worker takes no other message
+        meanwhile; acceptance keeps `spool.min_free` for these writes, so it waits only
+        while space is freed."""
         delay = _RECORD_RETRY
         failing = False
+        write = first
         while True:
             try:
-                counted = self.state.record_outcome(outcome)
-                try:
-                    await self.spool.record_attempt(message, dsns, hold_reason)
-                finally:
-                    await counted
+                await write
             except (sqlite3.Error, StateError) as exc:
                 if not failing:
                     log.error("%s: the outcome of its attempt cannot be written (%s); retrying "
                               "until it can, before this worker sends anything else",
-                              message.id, exc)
+                              message_id, exc)
                 failing = True
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
+                write = again()
                 continue
             if failing:
-                log.warning("%s: the outcome of its attempt is written at last", message.id)
+                log.warning("%s: the outcome of its attempt is written at last", message_id)
             return
 
     async def _providers(self, domain: str, pending: list[Recipient]) -> list[str] | None:

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable
 
 from relay.model import QueuedMessage, Recipient, RecipientState, Stream
 from relay.spool import space
@@ -119,16 +120,17 @@ class Spool:
     async def load(self, message_id: str) -> QueuedMessage | None:
         return await self.db.read(lambda conn: _select(conn, message_id))
 
-    async def record_attempt(self, message: QueuedMessage,
-                             also_enqueue: list[QueuedMessage] = (), hold_reason: str = "") -> None:
-        """Persist the outcome of an attempt and the DSNs it produced, in one transaction.
-        `hold_reason`: the recipients the governor did not grant are held until
-        `next_attempt`, for that reason."""
+    def record_attempt(self, message: QueuedMessage, also_enqueue: list[QueuedMessage] = (),
+                       hold_reason: str = "") -> Awaitable[None]:
+        """Persist the outcome of an attempt and the DSNs it produced, in one transaction,
+        submitted at once (durable when the awaitable resolves). `hold_reason`: the
+        recipients the governor did not grant are held until `next_attempt`, for that
+        reason."""
         def write(conn: sqlite3.Connection) -> None:
             _update(conn, message, hold_reason)
             for extra in also_enqueue:
                 _insert(conn, extra)
-        await self.db.write(write)
+        return self.db.submit(write)
 
     async def record_hold(self, message: QueuedMessage, reason: str) -> None:
         """The governor holds the message until `next_attempt`, for `reason`: not an attempt."""

@@ -3,8 +3,8 @@ suppression and pauses read or write goes through a `State`; nothing else in rel
 their storage. The spool keeps only messages and recipients.
 
 Implementations: `sqlite.SqliteState`, the embedded default, in the spool's database (its
-tables are `tables.py`'s); a shared one (Redis, `state.backend: redis`) is a second class
-with the same methods. The contract, which `tests/unit/state/test_contract.py` holds every
+tables are `tables.py`'s); a shared one for a fleet of relays (Redis, DESIGN "State") is a
+second class with the same methods. The contract, which `tests/unit/state/test_contract.py` holds every
 implementation to:
 - every method is async; time comes from the state's clock (the store's own where it has
   one), never from the caller's, except for the times an event itself carries;
@@ -35,7 +35,7 @@ class StateError(Exception):
 class Outcome:
     """What one attempt delivered, to count toward the daily volumes: `attempted` and
     `delivered` recipients per provider ("" when caps are per domain)."""
-    key: str                                   # queue id and attempt: counted once
+    key: str                                   # this attempt's (queue id, attempt, a token)
     domain: str
     attempted: dict[str, int]
     delivered: dict[str, int]
@@ -77,17 +77,23 @@ class DomainStatus:
 class State(Protocol):
     # --- acceptance ---------------------------------------------------------------------
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None: ...
-    async def count_campaign(self, domain: str, campaign: str, recipients: int) -> int:
-        """Count recipients toward a campaign; its total within `limits.bulk.window`."""
-    async def remember_message(self, message_id: str, domain: str) -> None:
-        """Message-ID -> sender domain, to attribute feedback that names only the message."""
+    async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
+        """The campaign's total within `limits.bulk.window` were `recipients` more counted
+        (nothing is counted: a submission refused after this must not count)."""
+    async def record_accepted(self, domain: str, campaign: str, recipients: int,
+                              message_id: str) -> None:
+        """A submission is being stored: count its recipients toward its campaign, and
+        remember Message-ID -> sender domain, to attribute feedback that names only the
+        message. Submitted at once, durable with the spool write submitted after it."""
 
     # --- delivery -----------------------------------------------------------------------
     async def reserve(self, domain: str, asked: int | dict[str, int], bulk: bool,
                       ticket: str | None) -> Grant: ...
     def record_outcome(self, outcome: Outcome) -> Awaitable[None]:
-        """Count an attempt's deliveries: submitted at once (so a spool write made next can
-        share its commit), durable when the awaitable resolves; retrying it counts once."""
+        """End an attempt's reservation: its recipients are no longer in flight, those
+        delivered count toward the day's volumes. Submitted at once (so a spool write made
+        next can share its commit), durable when the awaitable resolves; calling it again
+        with the same outcome (a retried write) counts nothing more."""
     async def paused(self) -> dict[str, tuple[str, str]]:
         """domain -> (scope "all" | "bulk", reason), as the state has them now."""
     async def refresh(self) -> set[str]:

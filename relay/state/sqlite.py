@@ -9,7 +9,9 @@ campaign count, an outcome) is durable when the spool write submitted after it i
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections import OrderedDict
 from typing import Awaitable
 
 from relay.clock import Clock, day_of
@@ -42,6 +44,7 @@ class SqliteState:
         db.now(tables.migrate)
         db.now(lambda conn: conn.executescript(suppressions.SCHEMA))
         self._governor: Governor | None = None
+        self._applied: OrderedDict[str, None] = OrderedDict()     # outcomes ended in memory
         self._campaigns: CampaignCounter | None = None
 
     def reconfigure(self, config: Config) -> None:
@@ -54,17 +57,21 @@ class SqliteState:
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
         return await self.db.read(lambda conn: suppressions.lookup(conn, recipient, domain))
 
-    async def count_campaign(self, domain: str, campaign: str, recipients: int) -> int:
+    async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
+        counter = await self._campaign_counter()
+        return counter.total(campaign, self.clock.now()) + recipients
+
+    async def record_accepted(self, domain: str, campaign: str, recipients: int,
+                              message_id: str) -> None:
         counter = await self._campaign_counter()
         now = self.clock.now()
-        total = counter.add(campaign, recipients, now)
-        self.db.write_soon(lambda conn: tables.count_campaign(
-            conn, campaign, counter.bucket_of(now), recipients))
-        return total
+        counter.add(campaign, recipients, now)
 
-    async def remember_message(self, message_id: str, domain: str) -> None:
-        now = self.clock.now()
-        self.db.write_soon(lambda conn: tables.remember_message_id(conn, message_id, domain, now))
+        def write(conn: sqlite3.Connection) -> None:
+            tables.count_campaign(conn, campaign, counter.bucket_of(now), recipients)
+            if message_id:
+                tables.remember_message_id(conn, message_id, domain, now)
+        self.db.write_soon(write)
 
     async def _campaign_counter(self) -> CampaignCounter:
         if self._campaigns is None:
@@ -82,29 +89,41 @@ class SqliteState:
         return governor.reserve(domain, asked, bulk, ticket)
 
     def record_outcome(self, outcome: Outcome) -> Awaitable[None]:
-        """The database says whether the outcome is new (its key); only then do its
-        deliveries count, in the database and, once committed, in the governor's memory.
-        Until then its recipients stay in flight, so the caps hold meanwhile."""
+        """The reservation ends in the governor's memory at the first call for an outcome's
+        key in this process (recipients in flight released, those delivered counted); the
+        database counts them once, by the key, however often the write is retried, and an
+        outcome it already had (sent by an earlier process) is taken back from memory."""
+        governor = self._governor
+        first_here = governor is not None and outcome.key not in self._applied
+        if first_here:
+            for provider, attempted in outcome.attempted.items():
+                governor.delivered(outcome.domain, outcome.delivered.get(provider, 0),
+                                   attempted, provider)
+            self._applied[outcome.key] = None
+            while len(self._applied) > 10_000:
+                self._applied.popitem(last=False)
+        if not any(outcome.delivered.values()):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         now = self.clock.now()
 
         def write(conn: sqlite3.Connection) -> bool:
-            first = tables.first_count(conn, outcome.key, now)
-            if first:
-                for provider, count in outcome.delivered.items():
-                    if count:
-                        tables.add_deliveries(conn, outcome.domain, count, now, provider)
-            return first
-        future = self.db.submit(write)
-        future.add_done_callback(lambda done: self._counted(outcome, done))
-        return future
+            if not tables.first_count(conn, outcome.key, now):
+                return False
+            for provider, count in outcome.delivered.items():
+                if count:
+                    tables.add_deliveries(conn, outcome.domain, count, now, provider)
+            return True
+        written = self.db.submit(write)
+        if first_here:
+            written.add_done_callback(lambda done: self._counted(done, outcome, now))
+        return written
 
-    def _counted(self, outcome: Outcome, done) -> None:
-        if self._governor is None or done.cancelled() or done.exception() is not None:
-            return                                # a failed write is retried by the caller
-        first = done.result()
-        for provider, attempted in outcome.attempted.items():
-            delivered = outcome.delivered.get(provider, 0) if first else 0
-            self._governor.delivered(outcome.domain, delivered, attempted, provider)
+    def _counted(self, done: asyncio.Future, outcome: Outcome, at: float) -> None:
+        if not done.cancelled() and done.exception() is None and done.result() is False:
+            for provider, count in outcome.delivered.items():     # stored before: not again
+                self._governor.uncount(outcome.domain, count, at, provider)
 
     async def governor(self) -> Governor:
         """The delivery process's governor, loaded from the database at its first use."""
@@ -115,7 +134,7 @@ class SqliteState:
             def read(conn: sqlite3.Connection):
                 first, volumes = tables.load(conn, day_of(now) - SPIKE_DAYS - 1)
                 return (first, volumes, tables.load_windows(conn), tables.paused(conn),
-                        tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS))
+                        _days(tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS)))
             first, volumes, windows, paused, unhealthy = await self.db.read(read)
             if self._governor is None:
                 self._governor = Governor(self.config.limits, self.clock, first, volumes,
@@ -133,7 +152,7 @@ class SqliteState:
         governor = await self.governor()
         now, policy = self.clock.now(), self.config.reputation
         paused, unhealthy = await self.db.read(lambda conn: (
-            tables.paused(conn), tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS)))
+            tables.paused(conn), _days(tables.unhealthy(conn, policy, now, day_of(now) - HEALTH_DAYS))))
         governor.set_paused(paused)
         governor.set_unhealthy(unhealthy)
         return governor.sweep()
@@ -157,14 +176,14 @@ class SqliteState:
 
         def write(conn: sqlite3.Connection) -> FeedbackResult:
             feedback = _Feedback(conn, self.config, now)
-            for (domain,) in conn.execute("SELECT domain FROM policy_pauses").fetchall():
+            for domain in tables.policy_paused(conn):
                 feedback.judge(domain)
             window = self.config.reputation.window
             tables.forget_message_ids(conn, now - window)
             tables.forget_outcomes(conn, now - OUTCOME_KEYS_KEPT)
             # events older than every window that counts them are only history: the event log
             horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
-            conn.execute("DELETE FROM feedback_events WHERE received < ?", (horizon,))
+            tables.forget_feedback(conn, horizon)
             return feedback.result
         return await self.db.write(write)
 
@@ -188,17 +207,14 @@ class SqliteState:
         return await self.db.read(lambda conn: suppressions.entries(conn, domain))
 
     async def suppression_counts(self) -> dict[str, int]:
-        return await self.db.read(lambda conn: dict(conn.execute(
-            "SELECT reason, COUNT(*) FROM suppressions GROUP BY reason")))
+        return await self.db.read(suppressions.counts)
 
     async def rates(self, domain: str) -> Rates:
         since = self.clock.now() - self.config.reputation.window
         return await self.db.read(lambda conn: _rates(conn, domain, since))
 
     async def domains(self) -> list[str]:
-        return await self.db.read(lambda conn: [d for (d,) in conn.execute(
-            "SELECT domain FROM ramp_state UNION SELECT domain FROM domain_pauses"
-            " UNION SELECT domain FROM policy_pauses ORDER BY 1")])
+        return await self.db.read(tables.known_domains)
 
     async def domain_status(self, domain: str) -> DomainStatus:
         now = self.clock.now()
@@ -206,13 +222,11 @@ class SqliteState:
 
         def read(conn: sqlite3.Connection):
             first, volumes = tables.load(conn, today - SPIKE_DAYS - 1)
-            unhealthy = tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS)
-            return (first, volumes, tables.paused(conn), unhealthy,
-                    _rates(conn, domain, now - config.reputation.window),
-                    tables.health_of(conn, domain, today - HEALTH_DAYS),
-                    tables.delivered_by_day(conn, domain, today - HEALTH_DAYS))
-        first, volumes, paused, unhealthy, rates, health, delivered = await self.db.read(read)
-        governor = Governor(config.limits, self.clock, first, volumes, None, unhealthy)
+            return (first, volumes, tables.paused(conn),
+                    tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS),
+                    _rates(conn, domain, now - config.reputation.window))
+        first, volumes, paused, unhealthy, rates = await self.db.read(read)
+        governor = Governor(config.limits, self.clock, first, volumes, None, _days(unhealthy))
         governor.set_paused(paused)
         ramps = []
         providers = governor.ramps(domain) or [WHOLE]
@@ -223,14 +237,16 @@ class SqliteState:
             ramps.append(RampStatus(provider, s["warmup_day"], s["today"], s["cap"],
                                     s["cap_reason"], s["next_release"]))
         scope, reason = paused.get(domain, ("", ""))
+        starts = [t for key, t in first.items() if key.partition(" ")[0] == domain]
+        since = day_of(min(starts)) if starts else today + 1      # the warm-up's days
+        not_counted = [(day, why + (" (today)" if day == today else ""))
+                       for day, why in sorted(unhealthy.get(domain, {}).items()) if day >= since]
         return DomainStatus(domain, f"paused ({scope})" if scope else "active", reason,
-                            governor.status(domain)["rate"], ramps, rates,
-                            _not_counted(domain, unhealthy, health, delivered, first, today,
-                                         config))
+                            governor.status(domain)["rate"], ramps, rates, not_counted)
 
     async def check(self) -> None:
         try:
-            await self.db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM ramp_state").fetchone())
+            await self.db.read(tables.known_domains)
         except sqlite3.Error as exc:
             raise RuntimeError(f"state not readable: {exc}") from None
 
@@ -241,29 +257,8 @@ def _rates(conn: sqlite3.Connection, domain: str, since: float) -> Rates:
                  tables.count_feedback(conn, domain, (FeedbackKind.BOUNCED_HARD.value,), since))
 
 
-def _not_counted(domain: str, unhealthy: dict[str, set[int]],
-                 health: list[tuple[int, int, int, bool]], delivered: dict[int, int],
-                 first: dict[str, float], today: int, config: Config) -> list[tuple[int, str]]:
-    """The days since the domain's first send that the warm-up did not count, and why."""
-    starts = [t for key, t in first.items() if key.partition(" ")[0] == domain]
-    if not starts:
-        return []
-    by_day = {day: (c, b, p) for day, c, b, p in health}
-    out = []
-    for day in sorted(d for d in unhealthy.get(domain, ()) if d >= day_of(min(starts))):
-        complaints, bounces, paused = by_day.get(day, (0, 0, True))
-        sent = delivered.get(day, 0)
-        why = []
-        if complaints > config.reputation.complaint_rate.limit * sent:
-            why.append(f"{complaints} complaint(s) for {sent} delivered, over "
-                       f"{config.reputation.complaint_rate.limit:.2%}")
-        if bounces > config.reputation.bounce_rate.limit * sent:
-            why.append(f"{bounces} hard bounce(s) for {sent} delivered, over "
-                       f"{config.reputation.bounce_rate.limit:.2%}")
-        if paused or not why:          # a pause still in effect has no row of its own yet
-            why.insert(0, "paused")
-        out.append((day, "; ".join(why) + (" (today)" if day == today else "")))
-    return out
+def _days(unhealthy: dict[str, dict[int, str]]) -> dict[str, set[int]]:
+    return {domain: set(days) for domain, days in unhealthy.items()}
 
 
 class _Feedback:
@@ -280,8 +275,10 @@ class _Feedback:
             if not domain:
                 self.result.dropped.append(event)
                 continue
+            # an untrusted report dates itself: its day's health counts it on the day received
             if not tables.record_feedback(self.conn, event.dedupe_key, domain, event.recipient,
-                                          event.kind.value, event.at, self.now):
+                                          event.kind.value, event.at, self.now,
+                                          None if trusted else self.now):
                 continue
             self.result.new.append((event, domain))
             touched.add(domain)

@@ -73,5 +73,10 @@ def entries(conn: sqlite3.Connection, domain: str | None = None) -> list[Entry]:
     return [(recipient, d, SuppressionReason(reason), since) for recipient, d, reason, since in rows]
 
 
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many suppressions there are, by reason."""
+    return dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
+
+
 def _norm(value: str) -> str:
     return value.strip().lower()

@@ -104,6 +104,16 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Create the tables; move a state written before per-provider ramps (domain_days,
     domain_state: the whole domain's, provider '') and before feedback kept its receipt time."""
     conn.executescript(SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")         # another process may be opening it too
+    try:
+        _move_old_tables(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _move_old_tables(conn: sqlite3.Connection) -> None:
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "domain_days" in tables:
         conn.execute("INSERT OR IGNORE INTO ramp_days (domain, provider, day, delivered)"
@@ -153,43 +163,31 @@ def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], di
     return first, volumes
 
 
-def delivered_on(conn: sqlite3.Connection, domain: str, day: int) -> dict[str, int]:
-    """provider -> recipients delivered that day."""
-    return dict(conn.execute("SELECT provider, delivered FROM ramp_days WHERE domain = ?"
-                             " AND day = ?", (domain, day)))
-
-
-def delivered_by_day(conn: sqlite3.Connection, domain: str, since_day: int) -> dict[int, int]:
-    """day -> recipients delivered, every provider together."""
-    return dict(conn.execute("SELECT day, SUM(delivered) FROM ramp_days WHERE domain = ?"
-                             " AND day >= ? GROUP BY day", (domain, since_day)))
-
-
 def unhealthy(conn: sqlite3.Connection, policy: Reputation, now: float,
-              since_day: int) -> dict[str, set[int]]:
-    """Per domain, the days since `since_day` that do not count toward the warm-up: a pause
-    held part of it, or its complaint or hard-bounce rate (that day's feedback over that
-    day's deliveries; any feedback on a day without deliveries) went over the reputation
-    limit. Today is included while it lasts."""
-    out: dict[str, set[int]] = {}
+              since_day: int) -> dict[str, dict[int, str]]:
+    """Per domain, the days since `since_day` that do not count toward the warm-up, and why:
+    a pause held part of it, or its complaint or hard-bounce rate (that day's feedback over
+    that day's deliveries; any feedback on a day without deliveries) went over the
+    reputation limit. Today is included while it lasts."""
+    out: dict[str, dict[int, str]] = {}
     for domain, day, complaints, bounces, paused_, sent in conn.execute(
             "SELECT h.domain, h.day, h.complaints, h.bounces, h.paused, (SELECT COALESCE("
             "SUM(delivered), 0) FROM ramp_days r WHERE r.domain = h.domain AND r.day = h.day)"
             " FROM day_health h WHERE h.day >= ?", (since_day,)):
-        if (paused_ or complaints > policy.complaint_rate.limit * sent
-                or bounces > policy.bounce_rate.limit * sent):
-            out.setdefault(domain, set()).add(day)
+        why = ["paused"] if paused_ else []
+        for count, what, limit in ((complaints, "complaint(s)", policy.complaint_rate.limit),
+                                   (bounces, "hard bounce(s)", policy.bounce_rate.limit)):
+            if count > limit * sent:
+                why.append(f"{count} {what} for {sent} delivered, over {limit:.2%}")
+        if why:
+            out.setdefault(domain, {})[day] = "; ".join(why)
     for domain, since in conn.execute("SELECT domain, since FROM domain_pauses UNION ALL"
                                       " SELECT domain, since FROM policy_pauses"):
-        out.setdefault(domain, set()).update(range(max(day_of(since), since_day), day_of(now) + 1))
+        days = out.setdefault(domain, {})
+        for day in range(max(day_of(since), since_day), day_of(now) + 1):
+            if not days.get(day, "").startswith("paused"):
+                days[day] = "; ".join(filter(None, ["paused", days.get(day)]))
     return out
-
-
-def health_of(conn: sqlite3.Connection, domain: str, since_day: int) -> list[tuple[int, int, int, bool]]:
-    """(day, complaints, bounces, paused) of the domain's days with something to say."""
-    return [(day, c, b, bool(p)) for day, c, b, p in conn.execute(
-        "SELECT day, complaints, bounces, paused FROM day_health WHERE domain = ? AND day >= ?"
-        " ORDER BY day", (domain, since_day))]
 
 
 def _mark_paused(conn: sqlite3.Connection, domain: str, since: float, until: float) -> None:
@@ -203,6 +201,21 @@ def _count_health(conn: sqlite3.Connection, domain: str, kind: str, at: float) -
     if column is not None:
         conn.execute(f"INSERT INTO day_health (domain, day, {column}) VALUES (?, ?, 1)"
                      f" ON CONFLICT DO UPDATE SET {column} = {column} + 1", (domain, day_of(at)))
+
+
+def known_domains(conn: sqlite3.Connection) -> list[str]:
+    """The domains the state has a ramp or a pause for."""
+    return [d for (d,) in conn.execute("SELECT domain FROM ramp_state UNION SELECT domain"
+                                       " FROM domain_pauses UNION SELECT domain FROM policy_pauses"
+                                       " ORDER BY 1")]
+
+
+def policy_paused(conn: sqlite3.Connection) -> list[str]:
+    return [d for (d,) in conn.execute("SELECT domain FROM policy_pauses").fetchall()]
+
+
+def forget_feedback(conn: sqlite3.Connection, received_before: float) -> None:
+    conn.execute("DELETE FROM feedback_events WHERE received < ?", (received_before,))
 
 
 def paused(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
@@ -232,14 +245,14 @@ def resume(conn: sqlite3.Connection, domain: str, now: float) -> bool:
 
 
 def record_feedback(conn: sqlite3.Connection, key: str, domain: str, recipient: str, kind: str,
-                    at: float, received: float) -> bool:
-    """Store one feedback event (and count it against its day's health); False when it was
-    seen before (a duplicate)."""
+                    at: float, received: float, health_at: float | None = None) -> bool:
+    """Store one feedback event (and count it against the health of the day of `health_at`,
+    by default its own time); False when it was seen before (a duplicate)."""
     if conn.execute("INSERT OR IGNORE INTO feedback_events (dedupe_key, domain, recipient,"
                     " kind, at, received) VALUES (?, ?, ?, ?, ?, ?)",
                     (key, domain, recipient.lower(), kind, at, received)).rowcount == 0:
         return False
-    _count_health(conn, domain, kind, at)
+    _count_health(conn, domain, kind, at if health_at is None else health_at)
     return True
 
 

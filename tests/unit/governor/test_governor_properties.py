@@ -271,7 +271,8 @@ class Ledger:
             return None
         average = sum(self.volumes.get((key, today - i), 0)
                       for i in range(1, SPIKE_DAYS + 1)) / SPIKE_DAYS
-        return int(growth * average) if average > 0 else None
+        floor = schedule[0] if schedule else 50        # never below a first day's step
+        return max(floor, int(growth * average)) if average > 0 else None
 
     def cap_share(self, cap: int, bulk: bool) -> tuple[int, int]:
         """(exact, as the governor computes it) part of a day's cap the stream may use: bulk

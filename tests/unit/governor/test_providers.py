@@ -67,7 +67,8 @@ def test_the_shipped_file_has_the_providers_reference_lists(pmap):
     ("gmail.com", "google"), ("googlemail.com", "google"),
     ("outlook.com", "microsoft"), ("Outlook.FR.", "microsoft"), ("outlook.co.uk", "microsoft"),
     ("hotmail.fr", "microsoft"), ("live.com", "microsoft"), ("msn.com", "microsoft"),
-    ("yahoo.fr", "yahoo"), ("yahoo.co.jp", "yahoo"), ("aol.com", "yahoo"), ("ymail.com", "yahoo"),
+    ("yahoo.fr", "yahoo"), ("yahoo.co.jp", "yahoo"), ("yahoo.com.br", "yahoo"),
+    ("aol.com", "yahoo"), ("ymail.com", "yahoo"),
     ("orange.fr", "orange"), ("wanadoo.fr", "orange"), ("free.fr", "free"),
     ("sfr.fr", "sfr"), ("neuf.fr", "sfr"), ("laposte.net", "laposte"),
 ])
@@ -79,9 +80,11 @@ def test_a_listed_domain_is_its_provider_without_dns(pmap, dns, domain, provider
 
 
 @pytest.mark.parametrize("domain", ["outlook", "outlook.evil.example.com", "myoutlook.com",
-                                    "gmail.com.example", "mail.gmail.com"])
-def test_a_wildcard_takes_one_or_two_labels_and_names_match_whole(pmap, domain):
-    """`outlook.*` is outlook. then 1 or 2 labels: never `outlook` alone, nor 3 labels after."""
+                                    "gmail.com.example", "mail.gmail.com", "live.acme.com",
+                                    "hotmail.evil.com", "outlook.co.example"])
+def test_a_wildcard_takes_a_top_level_domain_and_names_match_whole(pmap, domain):
+    """`outlook.*` is outlook. then a top-level domain, or a country's second level (co.uk,
+    com.br): never `outlook` alone, nor someone's domain (live.acme.com)."""
     assert pmap.by_domain(domain) is None
 
 

@@ -76,10 +76,27 @@ def test_no_spike_cap_when_the_guard_is_not_configured():
 @pytest.mark.parametrize(("growth", "previous", "cap"), [
     (2.0, [100] * 7, 200),
     (1.5, [100] * 7, 150),
-    (3.0, [70, 0, 0, 0, 0, 0, 0], 30),        # quiet days count as 0 in the average (70 / 7 = 10)
-    (2.0, [10, 20, 30, 40, 50, 60, 70], 80),  # average 40
-    (1.5, [1] * 7, 1),                        # 1.5 rounds down: never above max_growth x average
+    (3.0, [700, 0, 0, 0, 0, 0, 0], 300),      # quiet days count as 0 in the average (700 / 7)
+    (2.0, [100, 200, 300, 400, 500, 600, 700], 800),  # average 400
+    (1.5, [101] * 7, 151),                    # 151.5 rounds down: never above growth x average
 ])
 def test_the_spike_cap_is_max_growth_times_the_7_day_average(growth, previous, cap):
     """cap = max_growth x (sum of the 7 previous days / 7), in whole recipients."""
     assert spike_cap(growth, previous, 30) == cap
+
+
+@pytest.mark.parametrize(("previous", "floor", "cap"), [
+    ([3, 0, 0, 0, 0, 0, 0], 50, 50),          # 2 x 3/7 would be 0: a small provider would freeze
+    ([10] * 7, 50, 50),
+    ([10] * 7, 5, 20),                        # a schedule starting at 5: its floor
+    ([30] * 7, 50, 60),                       # above the floor: the guard's own cap
+])
+def test_the_spike_cap_is_never_below_a_first_days_step(previous, floor, cap):
+    """A ramp with a few recipients a week is no spike at the schedule's first step (50
+    without a schedule): the cap is never below it."""
+    assert spike_cap(2.0, previous, 30, floor) == cap
+
+
+def test_the_spike_floor_without_a_schedule_is_50():
+    """DESIGN's recommended first step."""
+    assert spike_cap(2.0, [10] * 7, 30) == 50

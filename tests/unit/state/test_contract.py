@@ -134,6 +134,19 @@ def delivered(key: str, count: int, domain: str = "acme.fr", provider: str = "")
     return Outcome(key, domain, {provider: count}, {provider: count})
 
 
+async def count(state: State, campaign: str, recipients: int) -> int:
+    """What acceptance does with a submission's campaign: its total with these recipients,
+    then, as it is stored, the count."""
+    total = await state.campaign_total("acme.fr", campaign, recipients)
+    await state.record_accepted("acme.fr", campaign, recipients, "")
+    return total
+
+
+async def remember(state: State, message_id: str, domain: str = "acme.fr") -> None:
+    """A submission with that Message-ID stored (no campaign recipients)."""
+    await state.record_accepted(domain, "-", 0, message_id)
+
+
 async def reserve(state: State, asked: int | dict[str, int], domain: str = "acme.fr",
                   bulk: bool = False) -> Grant:
     """The delivery process's question, for a message with no place in a rate's line."""
@@ -234,6 +247,21 @@ def test_an_outcome_retried_after_a_restart_counts_once_in_the_deciding_state(st
     asyncio.run(scenario())
 
 
+def test_a_repeated_outcome_never_releases_another_reservation(state_factory):
+    """Cap 5: Q1 reserves 2 and records them; Q2 reserves 2 (in flight); Q1's outcome
+    recorded again (a retried write) must not release Q2's: 1 is left, not 3."""
+    state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
+
+    async def scenario():
+        assert (await reserve(state, 2)).count == 2
+        outcome = delivered("Q1:1", 2)
+        await state.record_outcome(outcome)
+        assert (await reserve(state, 2)).count == 2                  # Q2, in flight
+        await state.record_outcome(outcome)
+        return (await reserve(state, 5)).count
+    assert asyncio.run(scenario()) == 1
+
+
 def test_per_provider_ramps_grant_and_report_each_provider_apart(state_factory):
     """With per-provider caps each provider gets day 0's 2: google 2 of 3, microsoft its 1,
     and `domain_status` shows one ramp per provider once their outcomes are recorded."""
@@ -271,6 +299,25 @@ def test_a_domain_ramped_as_a_whole_keeps_its_day_when_caps_become_per_provider(
     assert asyncio.run(scenario()) == [RampStatus("google", 2, 6, 6, "warmup", TOMORROW + 2 * DAY)]
 
 
+def test_what_the_whole_domain_sent_today_counts_against_each_provider_after_the_switch(
+        state_factory):
+    """Day 0 of [5, 10] as a whole domain: 5 sent, the cap reached. Caps per provider from
+    now on: nobody knows to which providers those 5 went, so they count against each, and
+    google gets nothing more today; tomorrow it has day 1's 10."""
+    state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
+
+    async def scenario():
+        nonlocal state
+        await state.record_outcome(delivered("Q1:1", 5))
+        state_factory.config = make_config(
+            state_factory.directory, limits={"warmup": {"schedule": [5, 10], "per_provider": True}})
+        state = await state_factory.restart(state)
+        today = (await reserve(state, {"google": 3})).count
+        state_factory.clock.advance(DAY)
+        return today, (await reserve(state, {"google": 12})).count
+    assert asyncio.run(scenario()) == (0, 10)
+
+
 def test_the_first_send_is_kept_and_the_warmup_day_moves_on_at_utc_midnight(state_factory):
     """Day 0 lasts until the UTC midnight after the first delivery, then day 1 (cap 4) and day 2
     (cap 6) follow, across restarts; a later delivery does not move the first send."""
@@ -295,21 +342,21 @@ def test_the_first_send_is_kept_and_the_warmup_day_moves_on_at_utc_midnight(stat
 
 
 def test_the_spike_guard_sees_the_last_seven_days_after_a_restart(state_factory):
-    """After seven days of 10 delivered, a restarted state caps today at max_growth (2) x
-    their average: 20, held until the next UTC midnight for the spike guard."""
+    """After seven days of 100 delivered, a restarted state caps today at max_growth (2) x
+    their average: 200, held until the next UTC midnight for the spike guard."""
     state = state_factory(limits={"spike": {"max_growth": 2.0}, "warmup": {"per_provider": False}})
     clock = state_factory.clock
 
     async def scenario():
         nonlocal state
         for day in range(7):
-            await state.record_outcome(delivered(f"Q{day}:1", 10))
+            await state.record_outcome(delivered(f"Q{day}:1", 100))
             clock.advance(DAY)
         state = await state_factory.restart(state)
-        assert await ramp(state) == RampStatus("", 7, 0, 20, "spike", None)
-        return await reserve(state, 25)
+        assert await ramp(state) == RampStatus("", 7, 0, 200, "spike", None)
+        return await reserve(state, 250)
     grant = asyncio.run(scenario())
-    assert grant.count == 20
+    assert grant.count == 200
     assert (grant.hold.until, grant.hold.reason) == (TOMORROW + 7 * DAY, HoldReason.SPIKE)
 
 
@@ -348,6 +395,25 @@ def test_a_day_over_the_complaint_limit_does_not_count_toward_the_warmup(state_f
         [(day, why)] = status.days_not_counted
         assert day == TODAY and "complaint" in why
     asyncio.run(scenario())
+
+
+def test_an_untrusted_report_counts_against_the_day_it_was_received(state_factory):
+    """A report from the feedback listener dates itself (anyone can forge Arrival-Date): its
+    complaint counts against today's health, so it cannot turn a past day unhealthy."""
+    state = state_factory(limits={"warmup": {"schedule": [10, 20, 30], "per_provider": False}})
+    clock = state_factory.clock
+
+    async def scenario():
+        await state.record_outcome(delivered("Q1:1", 5))
+        await remember(state, "<m1@acme.fr>")
+        clock.advance(2 * DAY)
+        forged = event(FeedbackKind.COMPLAINED, domain=None, message_id="<m1@acme.fr>",
+                       at=TEN_AM + 60)                          # "two days ago"
+        assert len((await state.record_feedback([forged], False)).new) == 1
+        return await state.domain_status("acme.fr")
+    status = asyncio.run(scenario())
+    assert [r.warmup_day for r in status.ramps] == [2]
+    assert [day for day, _ in status.days_not_counted] == [TODAY + 2]     # today's, if any
 
 
 def test_a_paused_day_does_not_count_toward_the_warmup(state_factory):
@@ -496,7 +562,7 @@ def test_an_untrusted_event_counts_only_for_a_remembered_message_and_its_domain(
     async def scenario():
         result = await state.record_feedback([complaint], False)
         assert (result.new, result.dropped) == ([], [complaint])
-        await state.remember_message("<m1@acme.fr>", "acme.fr")
+        await remember(state, "<m1@acme.fr>")
         result = await state.record_feedback([complaint, claiming, unknown], False)
         assert result.new == [(complaint, "acme.fr"), (claiming, "acme.fr")]
         assert result.dropped == [unknown]
@@ -511,7 +577,7 @@ def test_a_remembered_message_id_is_forgotten_after_the_window(state_factory):
     complaint = event(FeedbackKind.COMPLAINED, domain=None, message_id="<m1@acme.fr>")
 
     async def scenario():
-        await state.remember_message("<m1@acme.fr>", "acme.fr")
+        await remember(state, "<m1@acme.fr>")
         state_factory.clock.advance(DAY + 1)
         await state.reevaluate()
         return await state.record_feedback([complaint], False)
@@ -651,6 +717,18 @@ def test_rates_count_deliveries_complaints_and_hard_bounces_within_the_window(st
 
 # --- campaigns ------------------------------------------------------------------------------
 
+def test_a_campaign_total_counts_nothing_until_the_submission_is_recorded(state_factory):
+    """campaign_total only answers (a submission refused after it must not count);
+    record_accepted counts."""
+    state = state_factory()
+
+    async def scenario():
+        totals = [await state.campaign_total("acme.fr", "c1", 5) for _ in range(2)]
+        await state.record_accepted("acme.fr", "c1", 5, "")
+        return totals + [await state.campaign_total("acme.fr", "c1", 1)]
+    assert asyncio.run(scenario()) == [5, 5, 6]
+
+
 def test_count_campaign_totals_within_the_window_and_survives_a_restart(state_factory):
     """Each count returns the campaign's running total within `limits.bulk.window` (24h);
     the counts survive a restart, and those older than the window are forgotten."""
@@ -659,18 +737,18 @@ def test_count_campaign_totals_within_the_window_and_survives_a_restart(state_fa
 
     async def scenario():
         nonlocal state
-        assert await state.count_campaign("acme.fr", "c1", 3) == 3
-        assert await state.count_campaign("acme.fr", "c1", 4) == 7
-        assert await state.count_campaign("acme.fr", "c2", 5) == 5
+        assert await count(state, "c1", 3) == 3
+        assert await count(state, "c1", 4) == 7
+        assert await count(state, "c2", 5) == 5
         state = await state_factory.restart(state)        # close() makes the counts durable
         clock.advance(12 * 3600)
-        assert await state.count_campaign("acme.fr", "c1", 1) == 8
+        assert await count(state, "c1", 1) == 8
         clock.advance(13 * 3600)                          # the first counts are 25h old
-        assert await state.count_campaign("acme.fr", "c1", 1) == 2
+        assert await count(state, "c1", 1) == 2
         state = await state_factory.restart(state)
         clock.advance(12 * 3600)                          # those at +12h are 25h old
-        assert await state.count_campaign("acme.fr", "c1", 1) == 2
-        assert await state.count_campaign("acme.fr", "c2", 1) == 1
+        assert await count(state, "c1", 1) == 2
+        assert await count(state, "c2", 1) == 1
     asyncio.run(scenario())
 
 
@@ -683,10 +761,10 @@ def test_writes_not_waited_for_are_stored_once_a_later_write_is(state_factory):
     other = state_factory.another_process()
 
     async def scenario():
-        await state.count_campaign("acme.fr", "c1", 3)
+        await count(state, "c1", 3)
         counted = state.record_outcome(delivered("Q1:1", 2))
         await state.suppress("a@x.net", "acme.fr", SuppressionReason.MANUAL)
-        seen = (await ramp(other)).today, await other.count_campaign("acme.fr", "c1", 1)
+        seen = (await ramp(other)).today, await count(other, "c1", 1)
         await counted
         return seen
     assert asyncio.run(scenario()) == (2, 4)
