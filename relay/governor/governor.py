@@ -68,6 +68,16 @@ class Grant:
     by_provider: dict[str, int] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The counting part of a reservation (`Governor.decide`): what each provider is
+    granted, and why the rest waits."""
+    granted: dict[str, int]
+    cap_hold: Hold | None          # some wait for the day's cap: until the next UTC midnight
+    rate_rest: int                 # recipients a rate holds back
+    rate_hold: Hold | None         # when one more fits every rate, after this grant
+
+
 _UNLIMITED = 1 << 62
 WHOLE = ""          # the provider of every recipient when caps are not per provider
 
@@ -134,6 +144,29 @@ class Governor:
             spacing, reason, detail = self._pace(domain, bulk)        # behind the held mail
             return self._grant(dict.fromkeys(wanted, 0), by_provider, Hold(
                 self._line.take(line, ticket, now, total, spacing), reason, detail))
+        decision = self.decide(domain, wanted, bulk, now)
+        count = sum(decision.granted.values())
+        if count == total:
+            return self._grant(decision.granted, by_provider, None)
+        if not decision.rate_rest:
+            return self._grant(decision.granted, by_provider, decision.cap_hold)
+        hold = decision.rate_hold
+        if ticket is not None:
+            # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
+            # or the rest of a message partly granted) the line's next slot, mail coming later
+            # queues behind it. A slot is at most one window long: the rest of a big message
+            # must not queue behind its own earlier slot next time round.
+            spacing, _, _ = self._pace(domain, bulk)
+            place = self._line.again if turn and not count else self._line.take
+            units = min([decision.rate_rest] + [limit.count for _, limit, _, _
+                                                in self._rate_checks(domain, bulk)])
+            hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
+        return self._grant(decision.granted, by_provider, hold)
+
+    def decide(self, domain: str, wanted: dict[str, int], bulk: bool, now: float) -> Decision:
+        """The counting part of a reservation, at once: each provider (in order) gets what
+        its day's cap and what the rates leave after those before it allow, and is counted
+        (in flight, and in the rate windows). A shared state makes this one atomic script."""
         room = self._rate_room(domain, bulk, now)
         granted: dict[str, int] = {}
         cap_hold, rate_rest = None, 0
@@ -148,23 +181,9 @@ class Governor:
             room -= granted[provider]
             if granted[provider]:
                 self._count(domain, provider, granted[provider], bulk, now)
-        count = sum(granted.values())
-        if count == total:
-            return self._grant(granted, by_provider, None)
-        if not rate_rest:
-            return self._grant(granted, by_provider, cap_hold)
-        hold = self._rate_hold(domain, bulk, now)     # when one more fits, after this grant
-        if ticket is not None:
-            # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
-            # or the rest of a message partly granted) the line's next slot, mail coming later
-            # queues behind it. A slot is at most one window long: the rest of a big message
-            # must not queue behind its own earlier slot next time round.
-            spacing, _, _ = self._pace(domain, bulk)
-            place = self._line.again if turn and not count else self._line.take
-            units = min([rate_rest] + [limit.count for _, limit, _, _
-                                       in self._rate_checks(domain, bulk)])
-            hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
-        return self._grant(granted, by_provider, hold)
+        # when one more fits every rate, after this grant
+        rate_hold = self._rate_hold(domain, bulk, now) if rate_rest else None
+        return Decision(granted, cap_hold, rate_rest, rate_hold)
 
     @staticmethod
     def _grant(granted: dict[str, int], by_provider: bool, hold: Hold | None) -> Grant:
