@@ -87,6 +87,40 @@ def ramp(domain: str, provider: str = WHOLE) -> str:
     return f"{domain} {provider}" if provider else domain
 
 
+def share_of(limits: Limits, bulk: bool) -> float:
+    """How much of a rate or daily cap the mail may use: bulk leaves the reserve."""
+    return 1.0 - limits.bulk.reserve if bulk else 1.0
+
+
+def _of(limits: Limits, bulk: bool) -> str:
+    return f" (bulk's {share_of(limits, True):.0%})" if bulk else ""
+
+
+def rate_checks(limits: Limits, domain: str, bulk: bool) -> list[tuple[str, Rate, HoldReason, str]]:
+    """(window key, limit, reason, detail): bulk pacing, then the domain rate: bulk mail
+    within its share of it (its own window, so transactional mail inside the reserve does not
+    slow the bulk line), and all mail within the whole of it."""
+    checks = []
+    rate = limits.rate_for(domain)
+    if bulk:
+        pace = limits.bulk.rate
+        checks.append((domain + "#bulk", pace, HoldReason.BULK, f"bulk.rate {pace.text}"))
+        if rate is not None:
+            share = Rate(max(1, int(rate.count * share_of(limits, True))), rate.period, rate.text)
+            checks.append((domain + "#share", share, HoldReason.RATE,
+                           f"domain_rate {rate.text}{_of(limits, True)}"))
+    if rate is not None:
+        checks.append((domain, rate, HoldReason.RATE, f"domain_rate {rate.text}"))
+    return checks
+
+
+def cap_detail(limits: Limits, reason: HoldReason, cap: int, provider: str, bulk: bool,
+               sent: int) -> str:
+    """What a hold for the day's cap says."""
+    of = f" to {provider}" if provider else ""
+    return f"{reason.value} cap {cap}/day{of}{_of(limits, bulk)} reached ({sent} sent)"
+
+
 class Governor:
     def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
                  volumes: dict[tuple[str, int], int],
@@ -204,27 +238,11 @@ class Governor:
         key = ramp(domain, provider)
         sent = self._sent(domain, provider, today) + self._in_flight.get(key, 0)
         share = max(1, int(cap * self._share(bulk))) if cap else 0    # as a rate's: never 0
-        of = f" to {provider}" if provider else ""
         return max(0, share - sent), Hold((today + 1) * DAY, reason,
-                                          f"{reason.value} cap {cap}/day{of}{self._of(bulk)} "
-                                          f"reached ({sent} sent)")
+                                          cap_detail(self.limits, reason, cap, provider, bulk, sent))
 
     def _rate_checks(self, domain: str, bulk: bool) -> list[tuple[str, Rate, HoldReason, str]]:
-        """(window key, limit, reason, detail): bulk pacing, then the domain rate: bulk mail
-        within its share of it (its own window, so transactional mail inside the reserve
-        does not slow the bulk line), and all mail within the whole of it."""
-        checks = []
-        rate = self.limits.rate_for(domain)
-        if bulk:
-            pace = self.limits.bulk.rate
-            checks.append((domain + "#bulk", pace, HoldReason.BULK, f"bulk.rate {pace.text}"))
-            if rate is not None:
-                share = Rate(max(1, int(rate.count * self._share(True))), rate.period, rate.text)
-                checks.append((domain + "#share", share, HoldReason.RATE,
-                               f"domain_rate {rate.text}{self._of(True)}"))
-        if rate is not None:
-            checks.append((domain, rate, HoldReason.RATE, f"domain_rate {rate.text}"))
-        return checks
+        return rate_checks(self.limits, domain, bulk)
 
     def _rate_hold(self, domain: str, bulk: bool, now: float) -> Hold:
         """Until one more recipient fits every rate (the latest of their answers)."""
@@ -244,11 +262,7 @@ class Governor:
                    key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
 
     def _share(self, bulk: bool) -> float:
-        """How much of a rate or daily cap the mail may use: bulk leaves the reserve."""
-        return 1.0 - self.limits.bulk.reserve if bulk else 1.0
-
-    def _of(self, bulk: bool) -> str:
-        return f" (bulk's {self._share(True):.0%})" if bulk else ""
+        return share_of(self.limits, bulk)
 
     def daily_cap(self, domain: str, today: int, provider: str = WHOLE) -> tuple[int | None, HoldReason]:
         first = self._first(domain, provider)

@@ -1,0 +1,200 @@
+-- The counting part of a reservation (governor.Governor.decide), atomically, on the shared
+-- state of one sender domain. Every key starts with KEYS[1], "relay:{d:<domain>}": they
+-- share a hash tag, so the script stays valid on Redis Cluster.
+--
+--   <P>:win:<name>:<period>  HASH  slice end (seconds, "%.17g") -> units; "sum" -> total
+--   <P>:winz:<name>:<period> ZSET  slice end, scored by it: what leaves the window first
+--   <P>:first                HASH  provider ("" : the whole domain) -> first send
+--   <P>:vol                  HASH  "<provider>|<UTC day>" -> recipients delivered
+--   <P>:unhealthy            SET   UTC days that do not count toward the warm-up
+--   <P>:flight               HASH  "<reservation>|<provider>" -> recipients in flight
+--   <P>:res                  ZSET  reservation -> when it expires (a node that died with it)
+--
+-- ARGV: now ("" : Redis TIME), reservation id, reservation lifetime (s), bulk share (0..1,
+-- 1 for transactional mail), schedule ("50,100,..." or ""), max growth ("" : no spike
+-- guard), spike floor, number of rate checks, then per check: name, count, period (s);
+-- then per provider, in the message's order: name, asked.
+-- Returns {granted per provider..., cap_reason, cap, cap_sent, cap_provider, rate_rest,
+-- rate_until, rate_check, now}: a cap hold (reason "" when none), what a rate holds back and
+-- until when one more fits every rate, which check binds (1-based), and the script's time
+-- (times as "%.17g" strings).
+
+local P = KEYS[1]
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local reservation, lifetime = ARGV[2], tonumber(ARGV[3])
+local share = tonumber(ARGV[4])
+local schedule = {}
+for step in string.gmatch(ARGV[5], '[^,]+') do schedule[#schedule + 1] = tonumber(step) end
+local growth, floor = tonumber(ARGV[6]), tonumber(ARGV[7])
+local n_checks = tonumber(ARGV[8])
+local DAY, GRANULARITY, SPIKE_DAYS, UNLIMITED = 86400, 1000, 7, 2 ^ 62
+
+local function fmt(x) return string.format('%.17g', x) end
+local function day_of(ts) return math.floor(ts / DAY) end
+local today = day_of(now)
+
+-- the rate windows -----------------------------------------------------------------------
+local checks = {}
+for i = 1, n_checks do
+  local base = 8 + (i - 1) * 3
+  local name, count, period = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  checks[i] = {count = count, period = period,
+               h = P .. ':win:' .. name .. ':' .. fmt(period),
+               z = P .. ':winz:' .. name .. ':' .. fmt(period)}
+end
+
+local function expire(c)
+  local gone = redis.call('ZRANGEBYSCORE', c.z, '-inf', fmt(now - c.period))
+  if #gone > 0 then
+    local freed = 0
+    for _, stamp in ipairs(gone) do
+      freed = freed + tonumber(redis.call('HGET', c.h, stamp) or '0')
+      redis.call('HDEL', c.h, stamp)
+    end
+    redis.call('ZREMRANGEBYSCORE', c.z, '-inf', fmt(now - c.period))
+    redis.call('HINCRBY', c.h, 'sum', -freed)
+  end
+  return tonumber(redis.call('HGET', c.h, 'sum') or '0')
+end
+
+local room = UNLIMITED
+for _, c in ipairs(checks) do
+  c.total = expire(c)
+  room = math.min(room, math.max(0, c.count - c.total))
+end
+
+-- the day's caps, per provider -------------------------------------------------------------
+local unhealthy = {}
+for _, d in ipairs(redis.call('SMEMBERS', P .. ':unhealthy')) do unhealthy[tonumber(d)] = true end
+
+local function first_of(provider)
+  local first = redis.call('HGET', P .. ':first', provider)
+  if not first and provider ~= '' then first = redis.call('HGET', P .. ':first', '') end
+  return tonumber(first)
+end
+
+local function sent_on(provider, day)
+  local own = tonumber(redis.call('HGET', P .. ':vol', provider .. '|' .. day) or '0')
+  if provider ~= '' then
+    own = own + tonumber(redis.call('HGET', P .. ':vol', '|' .. day) or '0')
+  end
+  return own
+end
+
+-- reservations of nodes that died with them no longer count
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', P .. ':res', '-inf', fmt(now))) do
+  for _, field in ipairs(redis.call('HKEYS', P .. ':flight')) do
+    if string.sub(field, 1, #gone + 1) == gone .. '|' then redis.call('HDEL', P .. ':flight', field) end
+  end
+  redis.call('ZREM', P .. ':res', gone)
+end
+local in_flight = {}
+local flight = redis.call('HGETALL', P .. ':flight')
+for i = 1, #flight, 2 do
+  local provider = string.match(flight[i], '|(.*)$')
+  in_flight[provider] = (in_flight[provider] or 0) + tonumber(flight[i + 1])
+end
+
+local function daily_cap(provider)
+  local first = first_of(provider)
+  local first_day = first and day_of(first) or nil
+  local step = 0
+  if first_day then
+    step = today - first_day
+    for d, _ in pairs(unhealthy) do
+      if d >= first_day and d < today then step = step - 1 end
+    end
+    step = math.max(0, step)
+  end
+  if step < #schedule then return schedule[step + 1], 'warmup' end
+  if not growth or not first_day or today - first_day < SPIKE_DAYS then return nil, 'spike' end
+  local total = 0
+  for i = 1, SPIKE_DAYS do total = total + sent_on(provider, today - i) end
+  local average = total / SPIKE_DAYS
+  if average <= 0 then return nil, 'spike' end
+  return math.max(floor, math.floor(growth * average)), 'spike'
+end
+
+-- grant, in the message's order -----------------------------------------------------------
+local out = {}
+local cap_reason, cap_value, cap_sent, cap_provider = '', 0, 0, ''
+local rate_rest, granted_total = 0, 0
+local i = 8 + n_checks * 3
+while i < #ARGV do
+  local provider, n = ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 2
+  local cap, reason = daily_cap(provider)
+  local cap_room, sent = UNLIMITED, 0
+  if cap then
+    sent = sent_on(provider, today) + (in_flight[provider] or 0)
+    local mine = 0
+    if cap > 0 then mine = math.max(1, math.floor(cap * share)) end
+    cap_room = math.max(0, mine - sent)
+  end
+  local granted = math.min(n, cap_room, room)
+  if granted < n then
+    if cap_room <= math.min(n, room) then
+      if cap_reason == '' then
+        cap_reason, cap_value, cap_sent, cap_provider = reason, cap, sent, provider
+      end
+    else
+      rate_rest = rate_rest + n - granted
+    end
+  end
+  room = room - granted
+  if granted > 0 then
+    redis.call('HINCRBY', P .. ':flight', reservation .. '|' .. provider, granted)
+    granted_total = granted_total + granted
+  end
+  out[#out + 1] = granted
+end
+
+-- count the grant: in flight until its outcome, and in the windows ----------------------------
+if granted_total > 0 then
+  redis.call('ZADD', P .. ':res', fmt(now + lifetime), reservation)
+  redis.call('PEXPIRE', P .. ':res', math.ceil((lifetime + DAY) * 1000))
+  redis.call('PEXPIRE', P .. ':flight', math.ceil((lifetime + DAY) * 1000))
+  for _, c in ipairs(checks) do
+    local quantum = c.period / GRANULARITY
+    local stamp = fmt(math.ceil(now / quantum) * quantum)
+    redis.call('HINCRBY', c.h, stamp, granted_total)
+    redis.call('HINCRBY', c.h, 'sum', granted_total)
+    redis.call('ZADD', c.z, stamp, stamp)
+    c.total = c.total + granted_total
+    for _, key in ipairs({c.h, c.z}) do
+      redis.call('PEXPIRE', key, math.ceil((c.period * 2 + 1) * 1000))
+    end
+  end
+end
+
+-- when one more fits every rate --------------------------------------------------------------
+local rate_until, rate_check = now, 0
+if rate_rest > 0 then
+  for k, c in ipairs(checks) do
+    local wait = now
+    if c.total + 1 > c.count then
+      local need = c.total + 1 - c.count
+      local stamps = redis.call('ZRANGE', c.z, 0, -1)
+      for _, stamp in ipairs(stamps) do
+        need = need - tonumber(redis.call('HGET', c.h, stamp))
+        wait = tonumber(stamp) + c.period
+        if need <= 0 then break end
+      end
+    end
+    if rate_check == 0 or wait > rate_until then rate_until, rate_check = wait, k end
+  end
+end
+
+out[#out + 1] = cap_reason
+out[#out + 1] = cap_value or 0
+out[#out + 1] = cap_sent
+out[#out + 1] = cap_provider
+out[#out + 1] = rate_rest
+out[#out + 1] = fmt(rate_until)
+out[#out + 1] = rate_check
+out[#out + 1] = fmt(now)
+return out

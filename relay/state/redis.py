@@ -1,0 +1,63 @@
+"""The shared governance state of a fleet, on Redis (DESIGN "State").
+
+In progress (issue 12), not yet selectable in relay.yaml: this module holds the governance
+decision so far. `Decider.decide` is the counting part of a reservation
+(`Governor.decide`), made by one Lua script (`lua/decide.lua`) on the domain's keys, which
+share the hash tag `relay:{d:<domain>}`, so that a limit of 1000/h will hold for every node
+together; `tests/unit/state/test_redis_decide.py` holds it to the in-memory governor's
+answers. Time inside the script is Redis's `TIME`; tests pass theirs. A reservation expires
+after `RESERVATION_LIFETIME`, so the recipients a node had in flight when it died do not
+count forever.
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+from redis.asyncio import Redis
+
+from relay.clock import DAY, day_of
+from relay.config import Limits
+from relay.governor.governor import Decision, Hold, HoldReason, cap_detail, rate_checks, share_of
+from relay.governor.warmup import SPIKE_FLOOR
+
+_DECIDE = resources.files("relay.state").joinpath("lua/decide.lua").read_text()
+RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
+
+
+def prefix(domain: str) -> str:
+    """The domain's keys' common start; the braces make it their hash tag."""
+    return f"relay:{{d:{domain}}}"
+
+
+class Decider:
+    """`Governor.decide` on Redis: one script call per decision."""
+
+    def __init__(self, client: Redis) -> None:
+        self._script = client.register_script(_DECIDE)
+
+    async def decide(self, limits: Limits, domain: str, wanted: dict[str, int], bulk: bool,
+                     reservation: str, now: float | None = None) -> Decision:
+        checks = rate_checks(limits, domain, bulk)
+        schedule = limits.warmup.schedule
+        args: list = ["" if now is None else repr(now), reservation, RESERVATION_LIFETIME,
+                      repr(share_of(limits, bulk)), ",".join(map(str, schedule)),
+                      "" if limits.spike.max_growth is None else repr(limits.spike.max_growth),
+                      schedule[0] if schedule else SPIKE_FLOOR, len(checks)]
+        for name, rate, _, _ in checks:
+            args += [name, rate.count, repr(rate.period)]
+        for provider, n in wanted.items():
+            args += [provider, n]
+        reply = await self._script(keys=[prefix(domain)], args=args)
+        granted = dict(zip(wanted, (int(n) for n in reply[:len(wanted)])))
+        reason, cap, sent, provider, rest, until, check, at = (
+            v.decode() if isinstance(v, bytes) else v for v in reply[len(wanted):])
+        cap_hold = None
+        if reason:
+            why = HoldReason(reason)
+            cap_hold = Hold((day_of(float(at)) + 1) * DAY, why,
+                            cap_detail(limits, why, int(cap), provider, bulk, int(sent)))
+        rate_hold = None
+        if int(rest):
+            _, _, why, detail = checks[int(check) - 1]
+            rate_hold = Hold(float(until), why, detail)
+        return Decision(granted, cap_hold, int(rest), rate_hold)

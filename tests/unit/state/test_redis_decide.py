@@ -1,0 +1,149 @@
+"""relay/state/lua/decide.lua against Governor.decide: the same questions, the same answers.
+
+A real redis-server (tests/fakes/redis_server.py) and an in-memory Governor are asked the
+same sequence of reservations (random limits, domains, streams, provider mixes and times,
+hypothesis, derandomized), with each grant's outcome reported to both as the delivery
+pipeline will: delivered recipients count toward the day, the rest is released. Every
+decision must be equal: grants per provider, the cap hold, what a rate holds back and until
+when. The script is the shared state's half of `reserve`; this is what makes a limit mean
+the same in a fleet as on one node.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from relay.clock import day_of
+from relay.config import Limits
+from relay.governor.governor import Governor, ramp
+from relay.state.redis import RESERVATION_LIFETIME, Decider, prefix
+from tests.fakes.clock import FakeClock
+from tests.fakes.redis_server import RedisServer
+
+START = 20_000 * 86400 + 10 * 3600
+DOMAINS = ("acme.fr", "shop.example")
+PROVIDERS = ("google", "microsoft", "other")
+RATES = ("3/min", "30/min", "600/min", "5/s", "100/h")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@st.composite
+def limit_sets(draw) -> dict:
+    rates = {"default": draw(st.sampled_from(RATES))} if draw(st.booleans()) else {}
+    return {"domain_rate": rates,
+            "bulk": {"rate": draw(st.sampled_from(RATES)),
+                     "reserve": f"{draw(st.sampled_from([0, 20, 50]))}%"},
+            "warmup": {"schedule": draw(st.lists(st.integers(1, 60), min_size=1, max_size=5)
+                                        | st.just([])),
+                       "per_provider": draw(st.booleans())},
+            "spike": {"max_growth": draw(st.none() | st.sampled_from([1.5, 2.0]))}}
+
+
+steps = st.lists(st.tuples(
+    st.integers(0, 1),                                   # domain
+    st.booleans(),                                       # bulk
+    st.lists(st.sampled_from(PROVIDERS), min_size=1, max_size=40),   # recipients' providers
+    st.sampled_from([0, 1, 7, 61, 3600, 86400]),         # seconds before this step
+    st.integers(0, 3),                                   # recipients the route defers
+    st.booleans(),                                       # its outcome comes after the next step
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(limits=limit_sets(), history=st.sampled_from([0, 0, 1, 2, 3, 8, 12]),
+       volume=st.sampled_from([0, 5, 40, 300]), unhealthy=st.sets(st.integers(-10, 3)),
+       script=steps)
+def test_the_script_decides_as_the_governor_does(redis_url, limits, history, volume, unhealthy,
+                                                 script):
+    """`history` days since the whole domain's first send (its ramp of before per-provider
+    caps), `volume` delivered on each of them (and today), `unhealthy` days around today."""
+    limits = Limits.model_validate(limits)
+    asyncio.run(_compare(redis_url, limits, history, volume, unhealthy, script))
+
+
+async def _compare(url, limits, history, volume, unhealthy, script) -> None:
+    clock = FakeClock(START)
+    today = day_of(START)
+    bad_days = {today + d for d in unhealthy}
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    first = {d: START - history * 86400 for d in DOMAINS} if history else {}
+    days = range(today - history, today + 1) if history and volume else range(0)
+    volumes = {(d, day): volume for d in DOMAINS for day in days}
+    governor = Governor(limits, clock, first, volumes, None, {d: bad_days for d in DOMAINS})
+    for domain in DOMAINS:
+        if history:
+            await client.hset(prefix(domain) + ":first", "", repr(START - history * 86400))
+        for day in days:
+            await client.hset(prefix(domain) + ":vol", f"|{day}", volume)
+        if bad_days:
+            await client.sadd(prefix(domain) + ":unhealthy", *bad_days)
+    decider = Decider(client)
+    serial = itertools.count()
+    later: list = []
+    try:
+        for d, bulk, providers, wait, deferred, keep_open in script:
+            if wait >= RESERVATION_LIFETIME:      # an attempt never lasts that long: on Redis
+                for outcome in later:             # its reservation would have expired
+                    await _outcome(governor, client, clock, *outcome)
+                later = []
+            clock.advance(wait)
+            domain = DOMAINS[d]
+            wanted: dict[str, int] = {}
+            for provider in (providers if limits.caps_per_provider else [""] * len(providers)):
+                wanted[provider] = wanted.get(provider, 0) + 1
+            reservation = f"r{next(serial)}"
+            expected = governor.decide(domain, wanted, bulk, clock.now())
+            got = await decider.decide(limits, domain, wanted, bulk, reservation, clock.now())
+            assert got == expected, (domain, bulk, wanted, clock.now())
+            for outcome in later:                 # the one kept open over this step
+                await _outcome(governor, client, clock, *outcome)
+            later = [(domain, reservation, expected.granted, deferred)]
+            if not keep_open:
+                await _outcome(governor, client, clock, *later.pop())
+    finally:
+        await client.aclose()
+
+
+async def _outcome(governor, client, clock, domain: str, reservation: str,
+                   granted: dict[str, int], deferred: int) -> None:
+    """The attempt's outcome, to both: the last `deferred` of the grant were not delivered."""
+    left = deferred
+    for provider, n in reversed(list(granted.items())):
+        undelivered = min(left, n)
+        left -= undelivered
+        governor.delivered(domain, n - undelivered, n, provider)
+        await _settle(client, domain, reservation, provider, n - undelivered, clock.now())
+
+
+async def _settle(client, domain: str, reservation: str, provider: str, delivered: int,
+                  now: float) -> None:
+    """What record_outcome will do on Redis, for this comparison: the reservation ends, the
+    delivered recipients count toward the day, the ramp's first send is set once."""
+    p = prefix(domain)
+    await client.hdel(p + ":flight", f"{reservation}|{provider}")
+    if delivered:
+        await client.hincrby(p + ":vol", f"{provider}|{day_of(now)}", delivered)
+        if not await client.hexists(p + ":first", provider):
+            whole = await client.hget(p + ":first", "") if provider else None
+            await client.hset(p + ":first", provider, whole.decode() if whole else repr(now))
+    assert ramp(domain, provider)                         # the same ramp the governor keyed
+
+
+def test_a_provider_ramp_counts_what_the_whole_domain_sent_as_the_governor_does(redis_url):
+    """Caps per provider on a domain ramped as a whole until yesterday (15 sent today before
+    the switch): google's day-1 cap of 20 has 5 left, on Redis as in memory."""
+    limits = Limits.model_validate({"warmup": {"schedule": [10, 20, 40], "per_provider": True}})
+    script = [(0, False, ["google"] * 12, 0, 0, False), (0, False, ["microsoft"] * 3, 5, 0, True),
+              (0, True, ["google", "other"] * 4, 60, 1, False)]
+    asyncio.run(_compare(redis_url, limits, 1, 15, set(), script))
