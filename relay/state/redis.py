@@ -16,11 +16,14 @@ from importlib import resources
 from redis.asyncio import Redis
 
 from relay.clock import DAY, day_of
-from relay.config import Limits
+from relay.config import Limits, Reputation
 from relay.governor.governor import Decision, Hold, HoldReason, cap_detail, rate_checks, share_of
 from relay.governor.warmup import SPIKE_FLOOR
+from relay.state import Outcome
 
-_DECIDE = resources.files("relay.state").joinpath("lua/decide.lua").read_text()
+_LUA = resources.files("relay.state").joinpath("lua")
+_DECIDE = _LUA.joinpath("decide.lua").read_text()
+_OUTCOME = _LUA.joinpath("outcome.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 
@@ -34,6 +37,7 @@ class Decider:
 
     def __init__(self, client: Redis) -> None:
         self._script = client.register_script(_DECIDE)
+        self._outcome = client.register_script(_OUTCOME)
 
     async def decide(self, limits: Limits, domain: str, wanted: dict[str, int], bulk: bool,
                      reservation: str, now: float | None = None) -> Decision:
@@ -61,3 +65,13 @@ class Decider:
             _, _, why, detail = checks[int(check) - 1]
             rate_hold = Hold(float(until), why, detail)
         return Decision(granted, cap_hold, int(rest), rate_hold)
+
+    async def record_outcome(self, reputation: Reputation, outcome: Outcome, reservation: str,
+                             now: float | None = None) -> bool:
+        """The reservation ends, and what it delivered counts once (by the outcome's key);
+        False when it had been counted."""
+        args: list = ["" if now is None else repr(now), outcome.key, reservation,
+                      repr(reputation.complaint_rate.limit), repr(reputation.bounce_rate.limit)]
+        for provider, attempted in outcome.attempted.items():
+            args += [provider, attempted, outcome.delivered.get(provider, 0)]
+        return bool(await self._outcome(keys=[prefix(outcome.domain)], args=args))

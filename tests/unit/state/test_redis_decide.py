@@ -2,8 +2,9 @@
 
 A real redis-server (tests/fakes/redis_server.py) and an in-memory Governor are asked the
 same sequence of reservations (random limits, domains, streams, provider mixes and times,
-hypothesis, derandomized), with each grant's outcome reported to both as the delivery
-pipeline will: delivered recipients count toward the day, the rest is released. Every
+hypothesis, derandomized), with each grant's outcome reported to both (on Redis by `lua/outcome.lua`, twice: the
+second counts nothing) as the delivery pipeline does: delivered recipients count toward
+the day, the rest is released. Every
 decision must be equal: grants per provider, the cap hold, what a rate holds back and until
 when. The script is the shared state's half of `reserve`; this is what makes a limit mean
 the same in a fleet as on one node.
@@ -18,8 +19,9 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from relay.clock import day_of
-from relay.config import Limits
-from relay.governor.governor import Governor, ramp
+from relay.config import Limits, Reputation
+from relay.governor.governor import Governor
+from relay.state import Outcome
 from relay.state.redis import RESERVATION_LIFETIME, Decider, prefix
 from tests.fakes.clock import FakeClock
 from tests.fakes.redis_server import RedisServer
@@ -86,8 +88,9 @@ async def _compare(url, limits, history, volume, unhealthy, script) -> None:
             await client.hset(prefix(domain) + ":first", "", repr(START - history * 86400))
         for day in days:
             await client.hset(prefix(domain) + ":vol", f"|{day}", volume)
-        if bad_days:
-            await client.sadd(prefix(domain) + ":unhealthy", *bad_days)
+        for day in bad_days:                 # a pause held those days
+            await client.hset(prefix(domain) + ":health", f"{day}|p", 1)
+            await client.sadd(prefix(domain) + ":unhealthy", day)
     decider = Decider(client)
     serial = itertools.count()
     later: list = []
@@ -95,7 +98,7 @@ async def _compare(url, limits, history, volume, unhealthy, script) -> None:
         for d, bulk, providers, wait, deferred, keep_open in script:
             if wait >= RESERVATION_LIFETIME:      # an attempt never lasts that long: on Redis
                 for outcome in later:             # its reservation would have expired
-                    await _outcome(governor, client, clock, *outcome)
+                    await _outcome(governor, decider, clock, *outcome)
                 later = []
             clock.advance(wait)
             domain = DOMAINS[d]
@@ -107,37 +110,28 @@ async def _compare(url, limits, history, volume, unhealthy, script) -> None:
             got = await decider.decide(limits, domain, wanted, bulk, reservation, clock.now())
             assert got == expected, (domain, bulk, wanted, clock.now())
             for outcome in later:                 # the one kept open over this step
-                await _outcome(governor, client, clock, *outcome)
+                await _outcome(governor, decider, clock, *outcome)
             later = [(domain, reservation, expected.granted, deferred)]
             if not keep_open:
-                await _outcome(governor, client, clock, *later.pop())
+                await _outcome(governor, decider, clock, *later.pop())
     finally:
         await client.aclose()
 
 
-async def _outcome(governor, client, clock, domain: str, reservation: str,
+async def _outcome(governor, decider, clock, domain: str, reservation: str,
                    granted: dict[str, int], deferred: int) -> None:
     """The attempt's outcome, to both: the last `deferred` of the grant were not delivered."""
     left = deferred
+    delivered = {}
     for provider, n in reversed(list(granted.items())):
         undelivered = min(left, n)
         left -= undelivered
+        delivered[provider] = n - undelivered
         governor.delivered(domain, n - undelivered, n, provider)
-        await _settle(client, domain, reservation, provider, n - undelivered, clock.now())
-
-
-async def _settle(client, domain: str, reservation: str, provider: str, delivered: int,
-                  now: float) -> None:
-    """What record_outcome will do on Redis, for this comparison: the reservation ends, the
-    delivered recipients count toward the day, the ramp's first send is set once."""
-    p = prefix(domain)
-    await client.hdel(p + ":flight", f"{reservation}|{provider}")
-    if delivered:
-        await client.hincrby(p + ":vol", f"{provider}|{day_of(now)}", delivered)
-        if not await client.hexists(p + ":first", provider):
-            whole = await client.hget(p + ":first", "") if provider else None
-            await client.hset(p + ":first", provider, whole.decode() if whole else repr(now))
-    assert ramp(domain, provider)                         # the same ramp the governor keyed
+    outcome = Outcome(f"{reservation}:1", domain, dict(granted), delivered)
+    reputation = Reputation()
+    assert await decider.record_outcome(reputation, outcome, reservation, clock.now())
+    assert not await decider.record_outcome(reputation, outcome, reservation, clock.now())
 
 
 def test_a_provider_ramp_counts_what_the_whole_domain_sent_as_the_governor_does(redis_url):
