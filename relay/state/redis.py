@@ -11,12 +11,14 @@ count forever.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 
 from redis.asyncio import Redis
 
 from relay.clock import DAY, day_of
-from relay.config import Limits, Reputation
+from relay.config import Config, Limits, Reputation
+from relay.feedback.events import FeedbackEvent
 from relay.governor.governor import Decision, Hold, HoldReason, cap_detail, rate_checks, share_of
 from relay.governor.warmup import SPIKE_FLOOR
 from relay.state import Outcome
@@ -24,6 +26,7 @@ from relay.state import Outcome
 _LUA = resources.files("relay.state").joinpath("lua")
 _DECIDE = _LUA.joinpath("decide.lua").read_text()
 _OUTCOME = _LUA.joinpath("outcome.lua").read_text()
+_FEEDBACK = _LUA.joinpath("feedback.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 
@@ -38,6 +41,7 @@ class Decider:
     def __init__(self, client: Redis) -> None:
         self._script = client.register_script(_DECIDE)
         self._outcome = client.register_script(_OUTCOME)
+        self._feedback = client.register_script(_FEEDBACK)
 
     async def decide(self, limits: Limits, domain: str, wanted: dict[str, int], bulk: bool,
                      reservation: str, now: float | None = None) -> Decision:
@@ -75,3 +79,35 @@ class Decider:
         for provider, attempted in outcome.attempted.items():
             args += [provider, attempted, outcome.delivered.get(provider, 0)]
         return bool(await self._outcome(keys=[prefix(outcome.domain)], args=args))
+
+    async def record_feedback(self, config: Config, domain: str, events: list[FeedbackEvent],
+                              trusted: bool, now: float | None = None) -> DomainFeedback:
+        """Store the domain's new events, suppress, judge its pause: one script."""
+        policy, soft = config.reputation, config.feedback.soft_bounces
+        args: list = ["" if now is None else repr(now), 1 if trusted else 0,
+                      repr(2 * max(policy.window, soft.within)), repr(policy.window),
+                      policy.min_volume, repr(policy.complaint_rate.limit),
+                      repr(policy.complaint_rate.stop), repr(policy.bounce_rate.limit),
+                      repr(policy.bounce_rate.stop), policy.on_limit, policy.on_stop,
+                      soft.count, repr(soft.within)]
+        for event in events:
+            args += [event.dedupe_key, event.kind.value, event.recipient.strip().lower(),
+                     repr(event.at)]
+        reply = [v.decode() if isinstance(v, bytes) else v
+                 for v in await self._feedback(keys=[prefix(domain)], args=args)]
+        new = [bool(flag) for flag in reply[:len(events)]]
+        rest = reply[len(events):]
+        marker = rest.index("")
+        suppressed = [(int(i) - 1, reason) for i, reason in (s.split("|") for s in rest[:marker])]
+        action, scope, why = (rest[marker + 1:] + ["", "", ""])[:3]
+        return DomainFeedback(new, suppressed, action, scope, why)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainFeedback:
+    """What feedback.lua did for one domain's events."""
+    new: list[bool]                     # per event: not seen before
+    suppressed: list[tuple[int, str]]   # (event index, reason)
+    action: str                         # paused | lifted | alert | ""
+    scope: str                          # bulk | all, when paused
+    reason: str
