@@ -76,6 +76,7 @@ class Decision:
     cap_hold: Hold | None          # some wait for the day's cap: until the next UTC midnight
     rate_rest: int                 # recipients a rate holds back
     rate_hold: Hold | None         # when one more fits every rate, after this grant
+    paused: str | None = None      # the pause's reason, when a shared state found one
 
 
 _UNLIMITED = 1 << 62

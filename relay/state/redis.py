@@ -50,12 +50,14 @@ class Decider:
         args: list = ["" if now is None else repr(now), reservation, RESERVATION_LIFETIME,
                       repr(share_of(limits, bulk)), ",".join(map(str, schedule)),
                       "" if limits.spike.max_growth is None else repr(limits.spike.max_growth),
-                      schedule[0] if schedule else SPIKE_FLOOR, len(checks)]
+                      schedule[0] if schedule else SPIKE_FLOOR, 1 if bulk else 0, len(checks)]
         for name, rate, _, _ in checks:
             args += [name, rate.count, repr(rate.period)]
         for provider, n in wanted.items():
             args += [provider, n]
         reply = await self._script(keys=[prefix(domain)], args=args)
+        if reply[0] == b"paused":
+            return Decision(dict.fromkeys(wanted, 0), None, 0, None, reply[1].decode())
         granted = dict(zip(wanted, (int(n) for n in reply[:len(wanted)])))
         reason, cap, sent, provider, rest, until, check, at = (
             v.decode() if isinstance(v, bytes) else v for v in reply[len(wanted):])

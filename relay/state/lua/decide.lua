@@ -10,10 +10,13 @@
 --   <P>:flight               HASH  "<reservation>|<provider>" -> recipients in flight
 --   <P>:res                  ZSET  reservation -> when it expires (a node that died with it)
 --
+--   <P>:pause                HASH  the operator's and the reputation rules' pauses
+--
 -- ARGV: now ("" : Redis TIME), reservation id, reservation lifetime (s), bulk share (0..1,
 -- 1 for transactional mail), schedule ("50,100,..." or ""), max growth ("" : no spike
--- guard), spike floor, number of rate checks, then per check: name, count, period (s);
--- then per provider, in the message's order: name, asked.
+-- guard), spike floor, bulk (1/0), number of rate checks, then per check: name, count,
+-- period (s); then per provider, in the message's order: name, asked.
+-- A paused domain (all its mail, or bulk mail asking) returns {"paused", reason} only.
 -- Returns {granted per provider..., cap_reason, cap, cap_sent, cap_provider, rate_rest,
 -- rate_until, rate_check, now}: a cap hold (reason "" when none), what a rate holds back and
 -- until when one more fits every rate, which check binds (1-based), and the script's time
@@ -30,17 +33,25 @@ local share = tonumber(ARGV[4])
 local schedule = {}
 for step in string.gmatch(ARGV[5], '[^,]+') do schedule[#schedule + 1] = tonumber(step) end
 local growth, floor = tonumber(ARGV[6]), tonumber(ARGV[7])
-local n_checks = tonumber(ARGV[8])
+local bulk = ARGV[8] == '1'
+local n_checks = tonumber(ARGV[9])
 local DAY, GRANULARITY, SPIKE_DAYS, UNLIMITED = 86400, 1000, 7, 2 ^ 62
 
 local function fmt(x) return string.format('%.17g', x) end
 local function day_of(ts) return math.floor(ts / DAY) end
 local today = day_of(now)
 
+-- a pause, read at each decision: one made on any node holds at once ------------------------
+local pause = redis.call('HMGET', P .. ':pause', 'op_reason', 'policy_scope', 'policy_reason',
+                         'op_since', 'policy_since')
+if pause[1] or pause[2] == 'all' or (pause[2] == 'bulk' and bulk) then
+  return {'paused', pause[1] or pause[3]}
+end
+
 -- the rate windows -----------------------------------------------------------------------
 local checks = {}
 for i = 1, n_checks do
-  local base = 8 + (i - 1) * 3
+  local base = 9 + (i - 1) * 3
   local name, count, period = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   checks[i] = {count = count, period = period,
                h = P .. ':win:' .. name .. ':' .. fmt(period),
@@ -70,6 +81,11 @@ end
 -- the day's caps, per provider -------------------------------------------------------------
 local unhealthy = {}
 for _, d in ipairs(redis.call('SMEMBERS', P .. ':unhealthy')) do unhealthy[tonumber(d)] = true end
+for _, since in ipairs({pause[4], pause[5]}) do          -- a pause still in effect (bulk's)
+  if since then
+    for d = day_of(tonumber(since)), today do unhealthy[d] = true end
+  end
+end
 
 local function first_of(provider)
   local first = redis.call('HGET', P .. ':first', provider)
@@ -123,7 +139,7 @@ end
 local out = {}
 local cap_reason, cap_value, cap_sent, cap_provider = '', 0, 0, ''
 local rate_rest, granted_total = 0, 0
-local i = 8 + n_checks * 3
+local i = 9 + n_checks * 3
 while i < #ARGV do
   local provider, n = ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 2

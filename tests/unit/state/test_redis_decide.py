@@ -141,3 +141,25 @@ def test_a_provider_ramp_counts_what_the_whole_domain_sent_as_the_governor_does(
     script = [(0, False, ["google"] * 12, 0, 0, False), (0, False, ["microsoft"] * 3, 5, 0, True),
               (0, True, ["google", "other"] * 4, 60, 1, False)]
     asyncio.run(_compare(redis_url, limits, 1, 15, set(), script))
+
+
+def test_a_pause_made_anywhere_holds_at_the_next_decision(redis_url):
+    """The script reads the domain's pause at each decision: the operator's holds all mail,
+    the reputation rules' bulk pause holds bulk mail only; nothing is counted meanwhile."""
+    limits = Limits.model_validate({"warmup": {"schedule": [5], "per_provider": False}})
+
+    async def scenario():
+        async with aioredis.Redis.from_url(redis_url) as client:
+            await client.flushall()
+            decider, pause = Decider(client), prefix("acme.fr") + ":pause"
+            await client.hset(pause, mapping={"policy_scope": "bulk", "policy_reason": "complaints",
+                                              "policy_since": repr(START)})
+            bulk = await decider.decide(limits, "acme.fr", {"": 2}, True, "r1", START)
+            transactional = await decider.decide(limits, "acme.fr", {"": 2}, False, "r2", START)
+            await client.hset(pause, mapping={"op_reason": "investigating", "op_since": repr(START)})
+            held = await decider.decide(limits, "acme.fr", {"": 2}, False, "r3", START)
+            return bulk, transactional, held
+    bulk, transactional, held = asyncio.run(scenario())
+    assert (bulk.granted, bulk.paused) == ({"": 0}, "complaints")
+    assert (transactional.granted, transactional.paused) == ({"": 2}, None)
+    assert (held.granted, held.paused) == ({"": 0}, "investigating")
