@@ -122,6 +122,61 @@ def cap_detail(limits: Limits, reason: HoldReason, cap: int, provider: str, bulk
     return f"{reason.value} cap {cap}/day{of}{_of(limits, bulk)} reached ({sent} sent)"
 
 
+def pace(limits: Limits, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
+    """Seconds per recipient of the binding rate, for spacing the line's slots."""
+    return max(((limit.period / limit.count, reason, detail)
+                for _, limit, reason, detail in rate_checks(limits, domain, bulk)),
+               key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
+
+
+def grant_of(granted: dict[str, int], by_provider: bool, hold: Hold | None) -> Grant:
+    return Grant(sum(granted.values()), hold, granted if by_provider else None)
+
+
+class Pacer:
+    """The node's own part of a reservation: the line of its mail held by a rate
+    (`rates.Line`), around the counting part (`Decision`), which a shared state makes."""
+
+    def __init__(self) -> None:
+        self._line = Line()
+
+    def ahead(self, limits: Limits, domain: str, bulk: bool, ticket: str | None, total: int,
+              now: float) -> tuple[Hold | None, bool]:
+        """(a hold behind the held mail, or None; whether the ticket's turn came)."""
+        line = domain + ("#bulk" if bulk else "")
+        turn = self._line.turn(ticket)
+        if ticket is not None and not turn and self._line.waiting(line, now):
+            spacing, reason, detail = pace(limits, domain, bulk)     # behind the held mail
+            return Hold(self._line.take(line, ticket, now, total, spacing), reason, detail), turn
+        return None, turn
+
+    def grant(self, limits: Limits, domain: str, bulk: bool, ticket: str | None, turn: bool,
+              total: int, by_provider: bool, decision: Decision) -> Grant:
+        """The grant, and for what a rate holds back, a slot in the line."""
+        count = sum(decision.granted.values())
+        if count == total:
+            return grant_of(decision.granted, by_provider, None)
+        if not decision.rate_rest:
+            return grant_of(decision.granted, by_provider, decision.cap_hold)
+        hold = decision.rate_hold
+        if ticket is not None:
+            # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
+            # or the rest of a message partly granted) the line's next slot, mail coming later
+            # queues behind it. A slot is at most one window long: the rest of a big message
+            # must not queue behind its own earlier slot next time round.
+            line = domain + ("#bulk" if bulk else "")
+            spacing, _, _ = pace(limits, domain, bulk)
+            place = self._line.again if turn and not count else self._line.take
+            units = min([decision.rate_rest] + [limit.count for _, limit, _, _
+                                                in rate_checks(limits, domain, bulk)])
+            hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
+        return grant_of(decision.granted, by_provider, hold)
+
+    def sweep(self, now: float) -> set[str]:
+        """Domains whose line was dropped because its messages stopped coming back."""
+        return {line.removesuffix("#bulk") for line in self._line.sweep(now)}
+
+
 class Governor:
     def __init__(self, limits: Limits, clock: Clock, first_send: dict[str, float],
                  volumes: dict[tuple[str, int], int],
@@ -136,7 +191,7 @@ class Governor:
         self._first_send = dict(first_send)
         self._volumes = dict(volumes)
         self._windows = SlidingWindow(windows)
-        self._line = Line()
+        self.pacer = Pacer()
         self._paused: dict[str, tuple[str, str]] = {}
         self._in_flight: dict[str, int] = {}
         self._unhealthy = dict(unhealthy or {})
@@ -171,32 +226,14 @@ class Governor:
         now = self.clock.now()
         pause = self._paused.get(domain)
         if pause is not None and (pause[0] == "all" or bulk):
-            return self._grant(dict.fromkeys(wanted, 0), by_provider,
-                               Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
-        line = domain + ("#bulk" if bulk else "")
-        turn = self._line.turn(ticket)
-        if ticket is not None and not turn and self._line.waiting(line, now):
-            spacing, reason, detail = self._pace(domain, bulk)        # behind the held mail
-            return self._grant(dict.fromkeys(wanted, 0), by_provider, Hold(
-                self._line.take(line, ticket, now, total, spacing), reason, detail))
+            return grant_of(dict.fromkeys(wanted, 0), by_provider,
+                            Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, pause[1]))
+        hold, turn = self.pacer.ahead(self.limits, domain, bulk, ticket, total, now)
+        if hold is not None:
+            return grant_of(dict.fromkeys(wanted, 0), by_provider, hold)
         decision = self.decide(domain, wanted, bulk, now)
-        count = sum(decision.granted.values())
-        if count == total:
-            return self._grant(decision.granted, by_provider, None)
-        if not decision.rate_rest:
-            return self._grant(decision.granted, by_provider, decision.cap_hold)
-        hold = decision.rate_hold
-        if ticket is not None:
-            # its turn came, but not the window's: a slot at the line's head; else (a newcomer,
-            # or the rest of a message partly granted) the line's next slot, mail coming later
-            # queues behind it. A slot is at most one window long: the rest of a big message
-            # must not queue behind its own earlier slot next time round.
-            spacing, _, _ = self._pace(domain, bulk)
-            place = self._line.again if turn and not count else self._line.take
-            units = min([decision.rate_rest] + [limit.count for _, limit, _, _
-                                                in self._rate_checks(domain, bulk)])
-            hold = Hold(place(line, ticket, hold.until, units, spacing), hold.reason, hold.detail)
-        return self._grant(decision.granted, by_provider, hold)
+        return self.pacer.grant(self.limits, domain, bulk, ticket, turn, total, by_provider,
+                                decision)
 
     def decide(self, domain: str, wanted: dict[str, int], bulk: bool, now: float) -> Decision:
         """The counting part of a reservation, at once: each provider (in order) gets what
@@ -219,10 +256,6 @@ class Governor:
         # when one more fits every rate, after this grant
         rate_hold = self._rate_hold(domain, bulk, now) if rate_rest else None
         return Decision(granted, cap_hold, rate_rest, rate_hold)
-
-    @staticmethod
-    def _grant(granted: dict[str, int], by_provider: bool, hold: Hold | None) -> Grant:
-        return Grant(sum(granted.values()), hold, granted if by_provider else None)
 
     def _rate_room(self, domain: str, bulk: bool, now: float) -> int:
         """How many recipients every rate lets through now."""
@@ -254,13 +287,7 @@ class Governor:
     def sweep(self) -> set[str]:
         """Domains whose line was dropped because its messages stopped coming back (their
         backlog was deleted): mail held behind it should be looked at again now."""
-        return {line.removesuffix("#bulk") for line in self._line.sweep(self.clock.now())}
-
-    def _pace(self, domain: str, bulk: bool) -> tuple[float, HoldReason, str]:
-        """Seconds per recipient of the binding rate, for spacing the line's slots."""
-        return max(((limit.period / limit.count, reason, detail)
-                    for _, limit, reason, detail in self._rate_checks(domain, bulk)),
-                   key=lambda p: p[0], default=(0.0, HoldReason.RATE, "domain_rate"))
+        return self.pacer.sweep(self.clock.now())
 
     def _share(self, bulk: bool) -> float:
         return share_of(self.limits, bulk)
