@@ -57,3 +57,23 @@ def judge(rates: Rates, policy: Reputation) -> Verdict:
             or rates.bounce_rate > policy.bounce_rate.limit):
         return Verdict(policy.on_limit, described + " (above limit)")
     return Verdict(None, described)
+
+
+def day_verdict(complaints: int, bounces: int, paused: bool, delivered: int,
+                policy: Reputation) -> str:
+    """Why a day does not count toward the warm-up ("" when it does): a pause held part of
+    it, or its complaint or hard-bounce rate went over the limit (that day's feedback over
+    that day's deliveries; any feedback on a day without deliveries)."""
+    why = ["paused"] if paused else []
+    for count, what, limit in ((complaints, "complaint(s)", policy.complaint_rate.limit),
+                               (bounces, "hard bounce(s)", policy.bounce_rate.limit)):
+        if count > limit * delivered:
+            why.append(f"{count} {what} for {delivered} delivered, over {limit:.2%}")
+    return "; ".join(why)
+
+
+def with_pause(days: dict[int, str], first_day: int, last_day: int) -> None:
+    """Add a pause that held the days from `first_day` to `last_day` to `days`' reasons."""
+    for day in range(first_day, last_day + 1):
+        if not days.get(day, "").startswith("paused"):
+            days[day] = "; ".join(filter(None, ["paused", days.get(day)]))

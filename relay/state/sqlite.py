@@ -18,12 +18,12 @@ from relay.clock import Clock, day_of
 from relay.config import Config
 from relay.feedback.events import FeedbackEvent, FeedbackKind
 from relay.governor.bulk import BUCKETS_PER_WINDOW, CampaignCounter
-from relay.governor.governor import Governor, Grant, WHOLE
+from relay.governor.governor import Governor, Grant
 from relay.governor.reputation import Rates, judge
 from relay.governor.warmup import SPIKE_DAYS
 from relay.spool.db import Database
-from relay.state import DomainStatus, FeedbackResult, Outcome, RampStatus, tables
-from relay.state import suppressions
+from relay.state import DomainStatus, FeedbackResult, Outcome, tables
+from relay.state import status, suppressions
 from relay.state.suppressions import Entry, SuppressionReason
 
 SUPPRESS_AT_ONCE = {
@@ -226,23 +226,8 @@ class SqliteState:
                     tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS),
                     _rates(conn, domain, now - config.reputation.window))
         first, volumes, paused, unhealthy, rates = await self.db.read(read)
-        governor = Governor(config.limits, self.clock, first, volumes, None, _days(unhealthy))
-        governor.set_paused(paused)
-        ramps = []
-        providers = governor.ramps(domain) or [WHOLE]
-        if config.limits.caps_per_provider and providers != [WHOLE]:
-            providers = [p for p in providers if p != WHOLE]    # the domain's ramp of before
-        for provider in providers:
-            s = governor.status(domain, provider)
-            ramps.append(RampStatus(provider, s["warmup_day"], s["today"], s["cap"],
-                                    s["cap_reason"], s["next_release"]))
-        scope, reason = paused.get(domain, ("", ""))
-        starts = [t for key, t in first.items() if key.partition(" ")[0] == domain]
-        since = day_of(min(starts)) if starts else today + 1      # the warm-up's days
-        not_counted = [(day, why + (" (today)" if day == today else ""))
-                       for day, why in sorted(unhealthy.get(domain, {}).items()) if day >= since]
-        return DomainStatus(domain, f"paused ({scope})" if scope else "active", reason,
-                            governor.status(domain)["rate"], ramps, rates, not_counted)
+        return status.domain_status(config, self.clock, domain, first, volumes, paused,
+                                    unhealthy.get(domain, {}), rates)
 
     async def check(self) -> None:
         try:

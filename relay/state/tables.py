@@ -28,6 +28,7 @@ import sqlite3
 
 from relay.clock import day_of
 from relay.config import Reputation
+from relay.governor.reputation import day_verdict, with_pause
 from relay.governor.governor import ramp
 
 SCHEMA = """
@@ -174,19 +175,12 @@ def unhealthy(conn: sqlite3.Connection, policy: Reputation, now: float,
             "SELECT h.domain, h.day, h.complaints, h.bounces, h.paused, (SELECT COALESCE("
             "SUM(delivered), 0) FROM ramp_days r WHERE r.domain = h.domain AND r.day = h.day)"
             " FROM day_health h WHERE h.day >= ?", (since_day,)):
-        why = ["paused"] if paused_ else []
-        for count, what, limit in ((complaints, "complaint(s)", policy.complaint_rate.limit),
-                                   (bounces, "hard bounce(s)", policy.bounce_rate.limit)):
-            if count > limit * sent:
-                why.append(f"{count} {what} for {sent} delivered, over {limit:.2%}")
+        why = day_verdict(complaints, bounces, bool(paused_), sent, policy)
         if why:
-            out.setdefault(domain, {})[day] = "; ".join(why)
+            out.setdefault(domain, {})[day] = why
     for domain, since in conn.execute("SELECT domain, since FROM domain_pauses UNION ALL"
                                       " SELECT domain, since FROM policy_pauses"):
-        days = out.setdefault(domain, {})
-        for day in range(max(day_of(since), since_day), day_of(now) + 1):
-            if not days.get(day, "").startswith("paused"):
-                days[day] = "; ".join(filter(None, ["paused", days.get(day)]))
+        with_pause(out.setdefault(domain, {}), max(day_of(since), since_day), day_of(now))
     return out
 
 
