@@ -66,6 +66,7 @@ class Grant:
     count: int
     hold: Hold | None
     by_provider: dict[str, int] | None = None
+    reservation: str = ""          # names the grant: its outcome's key (State.record_outcome)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import sqlite3
 import time
 from typing import Awaitable, Callable
@@ -155,8 +154,7 @@ class Delivery:
         chosen = _granted(pending, providers, grant)    # the rest waits for its turn (grant.hold)
         batch = [recipient for recipient, _ in chosen]
         message.attempts += 1
-        # unique to this attempt: after a crash the same attempt number may come again
-        key = f"{message.id}:{message.attempts}:{secrets.token_hex(4)}"
+        key = grant.reservation            # this attempt's: counted once, however retried
         emit(Event.ATTEMPT, id=message.id, domain=message.domain, route=route.name,
              attempt=message.attempts, rcpts=len(batch))
         started = time.monotonic()

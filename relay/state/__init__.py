@@ -17,6 +17,7 @@ implementation to:
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Awaitable, Protocol
 
@@ -24,6 +25,12 @@ from relay.feedback.events import FeedbackEvent
 from relay.governor.governor import Grant
 from relay.governor.reputation import Rates
 from relay.state.suppressions import Entry, SuppressionReason
+
+
+def new_reservation(ticket: str | None) -> str:
+    """A grant's name, unique to it (its message's id, and a token: after a crash the same
+    message comes again), which its outcome carries as its key."""
+    return f"{ticket or '-'}:{secrets.token_hex(6)}"
 
 
 class StateError(Exception):
@@ -35,7 +42,7 @@ class StateError(Exception):
 class Outcome:
     """What one attempt delivered, to count toward the daily volumes: `attempted` and
     `delivered` recipients per provider ("" when caps are per domain)."""
-    key: str                                   # this attempt's (queue id, attempt, a token)
+    key: str                                   # the grant's reservation: counted once
     domain: str
     attempted: dict[str, int]
     delivered: dict[str, int]

@@ -11,22 +11,33 @@ count forever.
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
+from typing import Awaitable
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from relay.clock import DAY, day_of
+from relay.clock import DAY, Clock, day_of
 from relay.config import Config, Limits, Reputation
 from relay.feedback.events import FeedbackEvent
-from relay.governor.governor import Decision, Hold, HoldReason, cap_detail, rate_checks, share_of
+from relay.governor.bulk import BUCKETS_PER_WINDOW
+from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Decision, Grant, Hold, HoldReason,
+                                     Pacer, cap_detail, grant_of, ramp, rate_checks, share_of)
+from relay.governor.reputation import Rates, day_verdict, with_pause
 from relay.governor.warmup import SPIKE_FLOOR
-from relay.state import Outcome
+from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
+                         status, tables)
+from relay.state.suppressions import Entry, SuppressionReason
 
 _LUA = resources.files("relay.state").joinpath("lua")
 _DECIDE = _LUA.joinpath("decide.lua").read_text()
 _OUTCOME = _LUA.joinpath("outcome.lua").read_text()
-_FEEDBACK = _LUA.joinpath("feedback.lua").read_text()
+_HEALTH = _LUA.joinpath("health.lua").read_text()
+_FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
+_PAUSE = _HEALTH + _LUA.joinpath("pause.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 
@@ -113,3 +124,261 @@ class DomainFeedback:
     action: str                         # paused | lifted | alert | ""
     scope: str                          # bulk | all, when paused
     reason: str
+
+
+
+MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
+DOMAINS = "relay:domains"           # every sender domain the fleet has state for
+PAUSED = "relay:paused"             # the domains with a pause in effect
+
+
+class RedisState:
+    """`State` on Redis, shared by every relay of a fleet. Decisions are the scripts above
+    (`Decider`); the node keeps only its own line of held mail (`Pacer`). Pauses and
+    suppressions are read through, at each decision and each RCPT: one made on any node
+    holds everywhere at once, and there is no message to miss (as pub/sub could)."""
+
+    def __init__(self, client: Redis, config: Config, clock: Clock) -> None:
+        self.client = client
+        self.config = config
+        self.clock = clock
+        self.decider = Decider(client)
+        self.pacer = Pacer()
+        self._pause = client.register_script(_PAUSE)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+
+    # --- acceptance ---------------------------------------------------------------------
+    async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
+        value = await self.client.hget(_supp(domain), _norm(recipient))
+        return SuppressionReason(value.decode().split("|")[0]) if value else None
+
+    async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
+        bucket = self._bucket()
+        counts = await self.client.hgetall(_campaign(domain, campaign))
+        return recipients + sum(int(n) for b, n in counts.items()
+                                if int(b) > bucket - BUCKETS_PER_WINDOW)
+
+    async def record_accepted(self, domain: str, campaign: str, recipients: int,
+                              message_id: str) -> None:
+        window = self.config.limits.bulk.window
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hincrby(_campaign(domain, campaign), self._bucket(), recipients)
+            pipe.expire(_campaign(domain, campaign), int(window * 2))
+            if message_id:             # with its time: the window is the state's clock's
+                pipe.set(MESSAGE_IDS + tables.normalize_message_id(message_id),
+                         f"{domain}|{self.clock.now()!r}", ex=int(self.config.reputation.window))
+            await pipe.execute()
+
+    def _bucket(self) -> int:
+        window = self.config.limits.bulk.window
+        return int(self.clock.now() // (window / BUCKETS_PER_WINDOW))
+
+    # --- delivery -----------------------------------------------------------------------
+    async def reserve(self, domain: str, asked: int | dict[str, int], bulk: bool = False,
+                      ticket: str | None = None) -> Grant:
+        by_provider = isinstance(asked, dict)
+        wanted = dict(asked) if by_provider else {WHOLE: asked}
+        total = sum(wanted.values())
+        now = self.clock.now()
+        hold, turn = self.pacer.ahead(self.config.limits, domain, bulk, ticket, total, now)
+        if hold is not None:
+            return grant_of(dict.fromkeys(wanted, 0), by_provider, hold)
+        reservation = new_reservation(ticket)
+        decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
+                                             reservation, now)
+        if decision.paused is not None:
+            return grant_of(decision.granted, by_provider,
+                            Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, decision.paused))
+        if any(decision.granted.values()):
+            await self.client.sadd(DOMAINS, domain)
+        grant = self.pacer.grant(self.config.limits, domain, bulk, ticket, turn, total,
+                                 by_provider, decision)
+        return dataclasses.replace(grant, reservation=reservation)
+
+    def record_outcome(self, outcome: Outcome) -> Awaitable[None]:
+        """Sent at once (the caller's spool write can go meanwhile); the reservation named
+        by the outcome's key ends, its deliveries count once."""
+        return asyncio.ensure_future(self._record_outcome(outcome))
+
+    async def _record_outcome(self, outcome: Outcome) -> None:
+        try:
+            await self.decider.record_outcome(self.config.reputation, outcome, outcome.key,
+                                              self.clock.now())
+            if any(outcome.delivered.values()):
+                await self.client.sadd(DOMAINS, outcome.domain)
+        except RedisError as exc:
+            raise StateError(f"redis: {exc}") from None
+
+    async def paused(self) -> dict[str, tuple[str, str]]:
+        domains = [d.decode() for d in await self.client.smembers(PAUSED)]
+        out = {}
+        for domain in sorted(domains):
+            op, scope, why = await self.client.hmget(prefix(domain) + ":pause", "op_reason",
+                                                     "policy_scope", "policy_reason")
+            if op is not None:
+                out[domain] = ("all", op.decode())
+            elif scope is not None:
+                out[domain] = (scope.decode(), why.decode())
+            else:
+                await self.client.srem(PAUSED, domain)
+        return out
+
+    async def refresh(self) -> set[str]:
+        return self.pacer.sweep(self.clock.now())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- feedback -----------------------------------------------------------------------
+    async def record_feedback(self, events: list[FeedbackEvent], trusted: bool = True) -> FeedbackResult:
+        result = FeedbackResult()
+        by_domain: dict[str, list[FeedbackEvent]] = {}
+        for event in events:
+            domain = await self._domain(event, trusted)
+            if domain:
+                by_domain.setdefault(domain, []).append(event)
+            else:
+                result.dropped.append(event)
+        for domain, mine in by_domain.items():
+            done = await self.decider.record_feedback(self.config, domain, mine, trusted,
+                                                      self.clock.now())
+            result.new += [(event, domain) for event, new in zip(mine, done.new) if new]
+            result.suppressed += [(domain, reason, mine[i].source) for i, reason in done.suppressed]
+            await self._report(result, domain, done)
+            await self.client.sadd(DOMAINS, domain)
+        return result
+
+    async def _domain(self, event: FeedbackEvent, trusted: bool) -> str:
+        """As in the embedded state: the source's word (trusted only), else the domain of the
+        message with that Message-ID, else the only configured domain (trusted only)."""
+        if trusted and event.sender_domain:
+            return event.sender_domain.lower()
+        if event.message_id:
+            known = await self.client.get(MESSAGE_IDS + tables.normalize_message_id(event.message_id))
+            if known:
+                domain, _, at = known.decode().partition("|")
+                if float(at) >= self.clock.now() - self.config.reputation.window:
+                    return domain
+        if trusted and len(self.config.domains) == 1:
+            return next(iter(self.config.domains))
+        return ""
+
+    async def _report(self, result: FeedbackResult, domain: str, done: "DomainFeedback") -> None:
+        """What the script did, in the result; the index of paused domains follows it."""
+        if done.action == "paused":
+            result.paused.append((domain, done.scope, done.reason))
+            await self.client.sadd(PAUSED, domain)
+        elif done.action == "lifted":
+            result.lifted.append((domain, done.reason))
+        elif done.action == "alert":
+            result.alerts.append((domain, done.reason))
+
+    async def reevaluate(self) -> FeedbackResult:
+        result = FeedbackResult()
+        for domain in (await self.paused()):
+            done = await self.decider.record_feedback(self.config, domain, [], True,
+                                                      self.clock.now())
+            await self._report(result, domain, done)
+        return result
+
+    # --- the operator -------------------------------------------------------------------
+    async def pause(self, domain: str, reason: str) -> None:
+        domain = _norm(domain)
+        await self._pause_op(domain, "pause", reason)
+        await self.client.sadd(PAUSED, domain)
+        await self.client.sadd(DOMAINS, domain)
+
+    async def resume(self, domain: str) -> bool:
+        domain = _norm(domain)
+        lifted = await self._pause_op(domain, "resume", "")
+        await self.client.srem(PAUSED, domain)
+        return bool(lifted)
+
+    async def _pause_op(self, domain: str, op: str, reason: str) -> int:
+        policy = self.config.reputation
+        return await self._pause(keys=[prefix(domain)], args=[
+            repr(self.clock.now()), op, reason, repr(policy.complaint_rate.limit),
+            repr(policy.bounce_rate.limit)])
+
+    async def suppress(self, recipient: str, domain: str, reason: SuppressionReason) -> bool:
+        reason = SuppressionReason(reason)
+        added = await self.client.hsetnx(_supp(domain), _norm(recipient),
+                                         f"{reason.value}|{self.clock.now()!r}")
+        await self.client.sadd(DOMAINS, _norm(domain))
+        return bool(added)
+
+    async def unsuppress(self, recipient: str, domain: str) -> bool:
+        return bool(await self.client.hdel(_supp(domain), _norm(recipient)))
+
+    async def suppressions(self, domain: str | None = None) -> list[Entry]:
+        domains = [_norm(domain)] if domain else sorted(await self.domains())
+        out = []
+        for d in domains:
+            for recipient, value in sorted((await self.client.hgetall(_supp(d))).items()):
+                reason, since = value.decode().split("|")
+                out.append((recipient.decode(), d, SuppressionReason(reason), float(since)))
+        return out
+
+    async def suppression_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, _, reason, _ in await self.suppressions():
+            counts[reason.value] = counts.get(reason.value, 0) + 1
+        return counts
+
+    async def rates(self, domain: str) -> Rates:
+        now, window = self.clock.now(), self.config.reputation.window
+        p = prefix(_norm(domain))
+        days = list(range(day_of(now - window), day_of(now) + 1))
+        sent = await self.client.hmget(p + ":voltotal", days)
+        complaints = await self.client.zcount(p + ":fb:complained", repr(now - window), "+inf")
+        bounces = await self.client.zcount(p + ":fb:bounced_hard", repr(now - window), "+inf")
+        return Rates(sum(int(n) for n in sent if n), complaints, bounces)
+
+    async def domains(self) -> list[str]:
+        return sorted(d.decode() for d in await self.client.smembers(DOMAINS))
+
+    async def domain_status(self, domain: str) -> DomainStatus:
+        domain = _norm(domain)
+        p, now = prefix(domain), self.clock.now()
+        first = {ramp(domain, k.decode()): float(v)
+                 for k, v in (await self.client.hgetall(p + ":first")).items()}
+        volumes = {}
+        for field, n in (await self.client.hgetall(p + ":vol")).items():
+            provider, _, day = field.decode().rpartition("|")
+            volumes[(ramp(domain, provider), int(day))] = int(n)
+        health = {k.decode(): int(v) for k, v in (await self.client.hgetall(p + ":health")).items()}
+        sent = {int(k): int(v) for k, v in (await self.client.hgetall(p + ":voltotal")).items()}
+        unhealthy: dict[int, str] = {}
+        for day in {int(k.partition("|")[0]) for k in health}:
+            why = day_verdict(health.get(f"{day}|c", 0), health.get(f"{day}|b", 0),
+                              bool(health.get(f"{day}|p")), sent.get(day, 0),
+                              self.config.reputation)
+            if why:
+                unhealthy[day] = why
+        pause = {k.decode(): v.decode() for k, v in (await self.client.hgetall(p + ":pause")).items()}
+        for which in ("op_since", "policy_since"):
+            if which in pause:
+                with_pause(unhealthy, day_of(float(pause[which])), day_of(now))
+        paused = await self.paused()
+        return status.domain_status(self.config, self.clock, domain, first, volumes, paused,
+                                    unhealthy, await self.rates(domain))
+
+    async def check(self) -> None:
+        try:
+            await self.client.ping()
+        except RedisError as exc:
+            raise StateError(f"redis: {exc}") from None
+
+
+def _norm(value: str) -> str:
+    return value.strip().lower()
+
+
+def _supp(domain: str) -> str:
+    return prefix(_norm(domain)) + ":supp"
+
+
+def _campaign(domain: str, campaign: str) -> str:
+    return prefix(domain) + ":camp:" + campaign

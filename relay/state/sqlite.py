@@ -10,6 +10,7 @@ campaign count, an outcome) is durable when the spool write submitted after it i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections import OrderedDict
 from typing import Awaitable
@@ -22,7 +23,7 @@ from relay.governor.governor import Governor, Grant
 from relay.governor.reputation import Rates, judge
 from relay.governor.warmup import SPIKE_DAYS
 from relay.spool.db import Database
-from relay.state import DomainStatus, FeedbackResult, Outcome, tables
+from relay.state import DomainStatus, FeedbackResult, Outcome, new_reservation, tables
 from relay.state import status, suppressions
 from relay.state.suppressions import Entry, SuppressionReason
 
@@ -86,7 +87,8 @@ class SqliteState:
     async def reserve(self, domain: str, asked: int | dict[str, int], bulk: bool = False,
                       ticket: str | None = None) -> Grant:
         governor = await self.governor()
-        return governor.reserve(domain, asked, bulk, ticket)
+        grant = governor.reserve(domain, asked, bulk, ticket)
+        return dataclasses.replace(grant, reservation=new_reservation(ticket))
 
     def record_outcome(self, outcome: Outcome) -> Awaitable[None]:
         """The reservation ends in the governor's memory at the first call for an outcome's

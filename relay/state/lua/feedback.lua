@@ -1,4 +1,4 @@
--- Feedback for one sender domain (State.record_feedback), atomically: store each new event,
+-- Feedback for one sender domain (State.record_feedback), atomically (health.lua first): store each new event,
 -- suppress, count it against its day's health, then judge the domain's pause -- the rules of
 -- relay/state/sqlite.py's _Feedback, on the domain's keys (KEYS[1], "relay:{d:<domain>}"):
 --
@@ -30,33 +30,12 @@ local c_limit, c_stop, b_limit, b_stop = tonumber(ARGV[6]), tonumber(ARGV[7]),
                                          tonumber(ARGV[8]), tonumber(ARGV[9])
 local on_limit, on_stop = ARGV[10], ARGV[11]
 local soft_count, soft_within = tonumber(ARGV[12]), tonumber(ARGV[13])
-local DAY, HISTORY = 86400, 400 * 86400
+local DAY = 86400
 local SUPPRESS = {bounced_hard = 'hard_bounce', complained = 'complaint',
                   unsubscribed = 'unsubscribed'}
 local HEALTH = {complained = 'c', bounced_hard = 'b'}
 local function fmt(x) return string.format('%.17g', x) end
 local function day_of(ts) return math.floor(ts / DAY) end
-
-local function judge_day(day)
-  local h = P .. ':health'
-  local sent = tonumber(redis.call('HGET', P .. ':voltotal', day) or '0')
-  local c = tonumber(redis.call('HGET', h, day .. '|c') or '0')
-  local b = tonumber(redis.call('HGET', h, day .. '|b') or '0')
-  if redis.call('HGET', h, day .. '|p') or c > c_limit * sent or b > b_limit * sent then
-    redis.call('SADD', P .. ':unhealthy', day)
-  else
-    redis.call('SREM', P .. ':unhealthy', day)
-  end
-  redis.call('EXPIRE', h, HISTORY)
-  redis.call('EXPIRE', P .. ':unhealthy', HISTORY)
-end
-
-local function mark_paused(since)
-  for day = day_of(since), day_of(now) do
-    redis.call('HSET', P .. ':health', day .. '|p', 1)
-    judge_day(day)
-  end
-end
 
 local out, suppressed = {}, {}
 local function suppress(index, recipient, reason)
@@ -77,10 +56,13 @@ for e = 1, n_events do
       redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. fmt(now - horizon))
       redis.call('EXPIRE', z, math.ceil(horizon))
       redis.call('HSET', P .. ':pause', 'newest_negative', fmt(now))
+      if redis.call('HEXISTS', P .. ':pause', 'op_since') == 0 then   -- an operator's pause
+        redis.call('EXPIRE', P .. ':pause', HEALTH_KEPT)               -- never expires
+      end
       -- an untrusted report dates itself: its day's health counts it on the day received
       local day = day_of(trusted and at or now)
       redis.call('HINCRBY', P .. ':health', day .. '|' .. HEALTH[kind], 1)
-      judge_day(day)
+      judge_day(P, day, c_limit, b_limit)
     end
     local reason = SUPPRESS[kind]
     if kind == 'bounced_soft' then
@@ -132,16 +114,16 @@ if scope then
   if resumed and newest <= resumed then return out end   -- the operator resumed it: that holds
   if current ~= scope then
     local since = tonumber(redis.call('HGET', pause, 'policy_since') or '')
-    if since then mark_paused(since) end
+    if since then mark_paused(P, since, now, c_limit, b_limit) end
     redis.call('HSET', pause, 'policy_scope', scope, 'policy_reason', reason,
                'policy_since', fmt(now))
-    mark_paused(now)
+    mark_paused(P, now, now, c_limit, b_limit)
     out[#out + 1], out[#out + 2], out[#out + 3] = 'paused', scope, reason
   end
 elseif action == 'alert' then
   out[#out + 1], out[#out + 2], out[#out + 3] = 'alert', '', reason
 elseif current then
-  mark_paused(tonumber(redis.call('HGET', pause, 'policy_since')))
+  mark_paused(P, tonumber(redis.call('HGET', pause, 'policy_since')), now, c_limit, b_limit)
   redis.call('HDEL', pause, 'policy_scope', 'policy_reason', 'policy_since')
   out[#out + 1], out[#out + 2], out[#out + 3] = 'lifted', '', reason
 end

@@ -13,13 +13,16 @@ come last, under their own heading.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
+import tempfile
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from relay.config import Config
 from relay.feedback.events import FeedbackEvent, FeedbackKind, dedupe_key
@@ -27,9 +30,11 @@ from relay.governor.governor import Grant, HoldReason
 from relay.governor.reputation import Rates
 from relay.spool.store import Spool
 from relay.state import Outcome, RampStatus, State
+from relay.state.redis import RedisState
 from relay.state.sqlite import SqliteState
 from relay.state.suppressions import SuppressionReason
 from tests.fakes.clock import FakeClock
+from tests.fakes.redis_server import RedisServer
 
 DAY = 86400
 TODAY = 20_000                        # a UTC day number
@@ -59,8 +64,30 @@ def open_sqlite(directory: Path, config: Config, clock: FakeClock) -> Opened:
     return Opened(SqliteState(spool.db, config, clock), spool.close)
 
 
+_redis: list[RedisServer] = []        # one redis-server for the suite, started at first use
+
+
+def open_redis(directory: Path, config: Config, clock: FakeClock) -> Opened:
+    """The fleet's shared state, on a real redis-server; the test's storage starts empty
+    (flushed when its directory is first used), and a restart is a new client and state."""
+    if not _redis:
+        _redis.append(RedisServer(Path(tempfile.mkdtemp(prefix="relay-redis-"))).start())
+        atexit.register(_redis[0].stop)
+    client = aioredis.Redis.from_url(_redis[0].url)
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        asyncio.run(_flush(_redis[0].url))
+    return Opened(RedisState(client, config, clock), lambda: None)
+
+
+async def _flush(url: str) -> None:
+    async with aioredis.Redis.from_url(url) as client:
+        await client.flushall()
+
+
 BUILDERS: dict[str, Builder] = {
     "sqlite": open_sqlite,
+    "redis": open_redis,
 }
 
 
@@ -130,7 +157,8 @@ def event(kind: FeedbackKind, recipient: str = "a@x.net", *, domain: str | None 
 
 
 def delivered(key: str, count: int, domain: str = "acme.fr", provider: str = "") -> Outcome:
-    """An attempt that delivered all of its `count` recipients."""
+    """An attempt that delivered all of its `count` recipients; `key`, the reservation of
+    its grant (or a name of the test's, for an outcome with no grant before it)."""
     return Outcome(key, domain, {provider: count}, {provider: count})
 
 
@@ -222,10 +250,13 @@ def test_an_outcome_recorded_twice_counts_once(state_factory):
     state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
 
     async def scenario():
-        assert (await reserve(state, 2)).count == 2
-        await state.record_outcome(delivered("Q1:1", 2))
-        await state.record_outcome(delivered("Q1:1", 2))
-        assert (await reserve(state, 5)).count == 3
+        grant = await reserve(state, 2)
+        assert grant.count == 2
+        await state.record_outcome(delivered(grant.reservation, 2))
+        await state.record_outcome(delivered(grant.reservation, 2))
+        again = await reserve(state, 5)
+        assert again.count == 3
+        await state.record_outcome(Outcome(again.reservation, "acme.fr", {"": 3}, {}))  # none
         fresh = await state_factory.restart(state)
         assert (await ramp(fresh)).today == 2
         assert (await reserve(fresh, 5)).count == 3
@@ -239,8 +270,9 @@ def test_an_outcome_retried_after_a_restart_counts_once_in_the_deciding_state(st
     async def scenario():
         await state.record_outcome(delivered("Q1:1", 2))
         fresh = await state_factory.restart(state)
-        assert (await reserve(fresh, 1)).count == 1
-        await fresh.record_outcome(delivered("Q2:1", 1))
+        grant = await reserve(fresh, 1)
+        assert grant.count == 1
+        await fresh.record_outcome(delivered(grant.reservation, 1))
         await fresh.record_outcome(delivered("Q1:1", 2))          # the retry
         assert (await ramp(fresh)).today == 3
         assert (await reserve(fresh, 5)).count == 2
@@ -253,8 +285,9 @@ def test_a_repeated_outcome_never_releases_another_reservation(state_factory):
     state = state_factory(limits={"warmup": {"schedule": [5, 10], "per_provider": False}})
 
     async def scenario():
-        assert (await reserve(state, 2)).count == 2
-        outcome = delivered("Q1:1", 2)
+        grant = await reserve(state, 2)
+        assert grant.count == 2
+        outcome = delivered(grant.reservation, 2)
         await state.record_outcome(outcome)
         assert (await reserve(state, 2)).count == 2                  # Q2, in flight
         await state.record_outcome(outcome)
