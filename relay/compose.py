@@ -1,7 +1,7 @@
 """How relay's objects are built from the configuration, for both of its processes and
 the CLI: the DKIM keys (`load_signer`), what must hold before anything listens
 (`preflight`), the spool and the governance state (`open_stores`: the one place that picks
-the state's implementation), the delivery process's objects (`build_delivery`) and the
+the state's implementation, `state.backend`), the delivery process's objects (`build_delivery`) and the
 metrics' label sets (`prime_metrics`). The listener process's `Relay` (`app.py`) and the
 delivery process (`outbound/process.py`) both build through here; neither imports the
 other's composition.
@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from relay import metrics, tls
 from relay.checks.spf import SpfResult
@@ -29,6 +33,7 @@ from relay.replies import Refusal
 from relay.signing.dkim import ED25519_SHA256, RSA_SHA256, KeyError_, Signer, load_key
 from relay.spool.store import Spool
 from relay.state import State
+from relay.state.redis import RedisState
 from relay.state.sqlite import SqliteState
 from relay.web.tokens import UnsubscribeTokens
 
@@ -85,7 +90,18 @@ def open_stores(config: Config, clock: Clock) -> tuple[Spool, State]:
     """The spool and the governance state (sharing the spool's database: the embedded
     state); the caller starts the spool, and closes both."""
     spool = Spool(config.spool.path)
+    if config.state.backend == "redis":
+        return spool, RedisState(redis_client(config), config, clock)
     return spool, SqliteState(spool.db, config, clock)
+
+
+def redis_client(config: Config) -> "Redis":
+    """The fleet's Redis, with bounded timeouts (a call never hangs: REFERENCE "Redis for
+    shared state" says not to cancel calls with wait_for) and one quick retry."""
+    timeout = config.state.timeout
+    return Redis.from_url(config.state.url(), socket_timeout=timeout,
+                          socket_connect_timeout=timeout,
+                          retry=Retry(ExponentialBackoff(cap=timeout / 4, base=0.01), 1))
 
 
 async def build_delivery(config: Config, clock: Clock, resolver: Resolver | None = None

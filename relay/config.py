@@ -119,6 +119,27 @@ class Spool(Strict):
     # server.max_message_size (Config.spool_min_free)
     min_free: Size | None = None
 
+class StateConfig(Strict):
+    """Where the governance state lives (DESIGN "State"): `sqlite`, embedded in the spool's
+    database, or `redis`, shared by a fleet of relays; its URL comes from the environment
+    (`url_env`), as secrets do. `node`: this relay's name in the fleet (default: hostname);
+    `timeout`: how long one call to Redis may take before the node counts it as down."""
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url_env: str = "RELAY_REDIS_URL"
+    node: str = ""
+    timeout: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _url_set(self) -> "StateConfig":
+        if self.backend == "redis" and not os.environ.get(self.url_env):
+            raise ValueError(f"url_env: environment variable {self.url_env} is not set "
+                             f"(redis://host:6379/0, rediss://..., or unix:///path)")
+        return self
+
+    def url(self) -> str:
+        return os.environ[self.url_env]
+
+
 class User(Strict):
     username: str
     password_hash: str | None = None
@@ -393,6 +414,7 @@ class Config(Strict):
     server: Server
     dns: Dns = Field(default_factory=Dns)
     spool: Spool = Field(default_factory=Spool)
+    state: StateConfig = Field(default_factory=StateConfig)
     users: list[User] = []
     domains: dict[str, Domain] = {}
     routes: dict[str, Route] = {}

@@ -50,6 +50,7 @@ class HoldReason(enum.StrEnum):
     BULK = "bulk_pacing"
     WARMUP = "warmup"
     SPIKE = "spike"
+    STATE = "state"          # a shared state that does not answer: nothing goes ungranted
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from relay.events import Event, emit
 from relay.feedback.classify import classify, feedback_kind, parse_reply
 from relay.feedback.events import FeedbackEvent, dedupe_key
 from relay.feedback.intake import FeedbackIntake
-from relay.governor.governor import WHOLE, Grant, Hold
+from relay.governor.governor import WHOLE, Grant, Hold, HoldReason
 from relay.governor.providers import ProviderMap
 from relay.state import Outcome, State, StateError
 from relay.model import QueuedMessage, Stream, Recipient, RecipientState, new_queue_id
@@ -55,6 +55,7 @@ _COOLDOWN = 60.0          # a message whose attempt failed unexpectedly waits th
 _PAUSES_REFRESH = 2.0     # how often `relay domains pause/resume` is read from the state
 _REJUDGE = 60.0           # how often domains paused by the reputation rules are judged again
 _BATCH = 0.05             # the scheduler's shortest sleep: paced mail goes a few at a time
+_STATE_RETRY = 5.0        # a message the state could not decide on is looked at again after
 _RECORD_RETRY = 0.1       # an outcome the spool refused is written again after this, doubling
 _RECORD_RETRY_MAX = 5.0   # ... up to this
 
@@ -147,7 +148,12 @@ class Delivery:
         bulk = message.stream is Stream.BULK
         providers = await self._providers(message.domain, pending)
         asked = _count(providers) if providers else len(pending)
-        grant = await self.state.reserve(message.domain, asked, bulk, message.id)
+        try:
+            grant = await self.state.reserve(message.domain, asked, bulk, message.id)
+        except StateError as exc:           # fail closed: what is not granted does not go
+            await self._hold(message, Hold(self.clock.now() + _STATE_RETRY, HoldReason.STATE,
+                                           str(exc)))
+            return
         if not grant.count:
             await self._hold(message, grant.hold)
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 from typing import Awaitable
@@ -130,6 +131,7 @@ class DomainFeedback:
 MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
 PAUSED = "relay:paused"             # the domains with a pause in effect
+SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
 
 
 class RedisState:
@@ -145,14 +147,27 @@ class RedisState:
         self.decider = Decider(client)
         self.pacer = Pacer()
         self._pause = client.register_script(_PAUSE)
+        self._seen: OrderedDict[tuple[str, str], SuppressionReason] = OrderedDict()
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
 
     # --- acceptance ---------------------------------------------------------------------
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
-        value = await self.client.hget(_supp(domain), _norm(recipient))
-        return SuppressionReason(value.decode().split("|")[0]) if value else None
+        """Read through; with Redis unreachable, the suppressions this node has seen are
+        still refused (the rest is accepted: mail waits in the spool, never lost)."""
+        key = (_norm(recipient), _norm(domain))
+        try:
+            value = await self.client.hget(_supp(domain), key[0])
+        except RedisError:
+            return self._seen.get(key)
+        if value:
+            reason = SuppressionReason(value.decode().split("|")[0])
+            self._seen[key] = reason
+            while len(self._seen) > SEEN_SUPPRESSIONS:
+                self._seen.popitem(last=False)
+            return reason
+        return None
 
     async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
         bucket = self._bucket()
@@ -186,8 +201,11 @@ class RedisState:
         if hold is not None:
             return grant_of(dict.fromkeys(wanted, 0), by_provider, hold)
         reservation = new_reservation(ticket)
-        decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
-                                             reservation, now)
+        try:
+            decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
+                                                 reservation, now)
+        except RedisError as exc:
+            raise StateError(f"redis: {exc}") from None
         if decision.paused is not None:
             return grant_of(decision.granted, by_provider,
                             Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, decision.paused))
