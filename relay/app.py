@@ -94,7 +94,9 @@ class Relay:
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
                       "spool_space": self.acceptance.space.ready, "state": self.state.check}
             self.metrics_runner, self.metrics_port = await start_http(
-                health.make_app(registry, checks, before_scrape=gauges.refresh),
+                health.make_app(registry, checks, before_scrape=gauges.refresh,
+                                degraded=frozenset({"state"} if self.config.state.backend
+                                                   == "redis" else ())),
                 self.config.metrics.address, self.config.metrics.port)
             log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
                      self.metrics_port)

@@ -131,6 +131,9 @@ SPOOL_GAUGES = {
                "state (0 when there is none)", ["state"]),
     "suppressions": ("relay_suppressions", "Suppressed (recipient, sender domain) pairs, by reason",
                      ["reason"]),
+    "state_up": ("relay_state_backend_up", "1 while the governance state answers, 0 while it does "
+                 "not (a fleet's Redis): the node then accepts into its spool and sends nothing "
+                 "the state has not granted", []),
     "free": ("relay_spool_free_bytes", "Bytes the spool can still write: free space of its "
              "filesystem plus SQLite's free pages", []),
     "min_free": ("relay_spool_min_free_bytes", "spool.min_free: with less free, new mail gets "

@@ -323,28 +323,10 @@ class Delivery:
         self._wake.clear()
         now = self.clock.now()
         if now - self._paused_checked >= _PAUSES_REFRESH:
-            if self.intake is not None and now - self._judged >= _REJUDGE:
-                await self.intake.reevaluate()        # rates move with time too
-                self._judged = now
-            paused = await self.state.paused()
-            if paused != self._paused or not self._pauses_read:
-                if paused != self._paused:
-                    log.info("paused domains now: %s", ", ".join(
-                        f"{d} ({s})" for d, (s, _) in sorted(paused.items())) or "none")
-                # mail held by a pause that is lifted (or narrowed to bulk) is due now; at
-                # start, also that of pauses lifted while this process was not running
-                lifted = [d for d, (scope, _) in self._paused.items()
-                          if paused.get(d, ("",))[0] != scope]
-                for domain in (lifted if self._pauses_read else [None]):
-                    released = await self.spool.release_held(self.clock.now(), paused, domain)
-                    if released:
-                        log.info("released %d message(s) held by a lifted pause", released)
-                self._paused = paused
-                self._pauses_read = True
-            for domain in await self.state.refresh():   # a deleted backlog: nothing to wait behind
-                released = await self.spool.release_rate_holds(domain, self.clock.now())
-                log.info("%s: the rate line's messages stopped coming back; %d held message(s) "
-                         "looked at again", domain, released)
+            try:
+                await self._refresh(now)
+            except StateError:                    # the state says so itself, once; mail
+                pass                              # waits for its grants meanwhile
             self._paused_checked = now
         held = {i for i, until in self._cooldown.items() if until > now}
         self._cooldown = {i: self._cooldown[i] for i in held}
@@ -364,6 +346,32 @@ class Delivery:
             await queue.put(item.id)
             handed += 1
         return handed
+
+    async def _refresh(self, now: float) -> None:
+        """What other processes and nodes change: the reputation rules' judgement (every
+        `_REJUDGE`), pauses (releasing the mail a lifted one held), day health, rate lines."""
+        if self.intake is not None and now - self._judged >= _REJUDGE:
+            await self.intake.reevaluate()        # rates move with time too
+            self._judged = now
+        paused = await self.state.paused()
+        if paused != self._paused or not self._pauses_read:
+            if paused != self._paused:
+                log.info("paused domains now: %s", ", ".join(
+                    f"{d} ({s})" for d, (s, _) in sorted(paused.items())) or "none")
+            # mail held by a pause that is lifted (or narrowed to bulk) is due now; at
+            # start, also that of pauses lifted while this process was not running
+            lifted = [d for d, (scope, _) in self._paused.items()
+                      if paused.get(d, ("",))[0] != scope]
+            for domain in (lifted if self._pauses_read else [None]):
+                released = await self.spool.release_held(self.clock.now(), paused, domain)
+                if released:
+                    log.info("released %d message(s) held by a lifted pause", released)
+            self._paused = paused
+            self._pauses_read = True
+        for domain in await self.state.refresh():   # a deleted backlog: nothing to wait behind
+            released = await self.spool.release_rate_holds(domain, self.clock.now())
+            log.info("%s: the rate line's messages stopped coming back; %d held message(s) "
+                     "looked at again", domain, released)
 
     async def _idle(self) -> None:
         """Nothing to hand out: wait for the next due time, or a wake-up (a message queued, an

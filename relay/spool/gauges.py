@@ -16,7 +16,7 @@ from relay.config import Config
 from relay.metrics import QUEUE_STATES, SPOOL_GAUGES
 from relay.spool import space
 from relay.spool.db import connect
-from relay.state import DomainStatus, State
+from relay.state import DomainStatus, State, StateError
 from relay.state.suppressions import SuppressionReason
 
 
@@ -29,11 +29,19 @@ class SpoolCollector:
         self.state = state
         self._domains: list[DomainStatus] = []
         self._suppressions: dict[str, int] = {}
+        self._up = 1.0
 
     async def refresh(self) -> None:
-        """Read the state's figures for the next `collect`."""
-        self._domains = [await self.state.domain_status(d) for d in sorted(self.config().domains)]
-        self._suppressions = await self.state.suppression_counts()
+        """Read the state's figures for the next `collect`; a state that does not answer
+        keeps the last ones, and says so (`relay_state_backend_up` 0)."""
+        try:
+            await self.state.check()
+            self._domains = [await self.state.domain_status(d)
+                             for d in sorted(self.config().domains)]
+            self._suppressions = await self.state.suppression_counts()
+            self._up = 1.0
+        except StateError:
+            self._up = 0.0
 
     def collect(self):
         config = self.config()
@@ -44,6 +52,7 @@ class SpoolCollector:
             self._queue(conn, now, families)
             families["free"].add_metric([], space.free_bytes(conn, config.spool.path))
         families["min_free"].add_metric([], config.spool_min_free)
+        families["state_up"].add_metric([], self._up)
         for status in self._domains:
             rates = status.rates
             families["complaint"].add_metric([status.domain], rates.complaint_rate)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import OrderedDict
+import functools
+import logging
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from importlib import resources
-from typing import Awaitable
+from typing import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,6 +36,7 @@ from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_
                          status, tables)
 from relay.state.suppressions import Entry, SuppressionReason
 
+log = logging.getLogger("relay.state")
 _LUA = resources.files("relay.state").joinpath("lua")
 _DECIDE = _LUA.joinpath("decide.lua").read_text()
 _OUTCOME = _LUA.joinpath("outcome.lua").read_text()
@@ -132,6 +136,24 @@ MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
 PAUSED = "relay:paused"             # the domains with a pause in effect
 SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
+OUTBOX_LIMIT = 100_000              # writes kept while Redis is down
+RETRY_DOWN = 2.0                    # after a failure, calls skip Redis this long
+
+
+def _answers(method):
+    """A call Redis cannot answer raises StateError (and marks Redis down)."""
+    @functools.wraps(method)
+    async def call(self, *args, **kwargs):
+        if self._down():
+            raise StateError("redis: not answering")
+        try:
+            result = await method(self, *args, **kwargs)
+        except RedisError as exc:
+            self._reachable(False, exc)
+            raise StateError(f"redis: {exc}") from None
+        self._reachable(True)
+        return result
+    return call
 
 
 class RedisState:
@@ -148,6 +170,10 @@ class RedisState:
         self.pacer = Pacer()
         self._pause = client.register_script(_PAUSE)
         self._seen: OrderedDict[tuple[str, str], SuppressionReason] = OrderedDict()
+        self._up = True
+        self._retry_at = 0.0
+        self._outbox: deque[Callable[[], Awaitable]] = deque()
+        self._replaying: asyncio.Future | None = None
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -157,34 +183,88 @@ class RedisState:
         """Read through; with Redis unreachable, the suppressions this node has seen are
         still refused (the rest is accepted: mail waits in the spool, never lost)."""
         key = (_norm(recipient), _norm(domain))
+        if self._down():
+            return self._seen.get(key)
         try:
             value = await self.client.hget(_supp(domain), key[0])
-        except RedisError:
+        except RedisError as exc:
+            self._reachable(False, exc)
             return self._seen.get(key)
+        self._reachable(True)
         if value:
-            reason = SuppressionReason(value.decode().split("|")[0])
-            self._seen[key] = reason
-            while len(self._seen) > SEEN_SUPPRESSIONS:
-                self._seen.popitem(last=False)
-            return reason
-        return None
+            self._remember(key, SuppressionReason(value.decode().split("|")[0]))
+        return self._seen.get(key) if value else None
+
+    def _remember(self, key: tuple[str, str], reason: SuppressionReason) -> None:
+        self._seen[key] = reason
+        while len(self._seen) > SEEN_SUPPRESSIONS:
+            self._seen.popitem(last=False)
 
     async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
+        """The fleet's count; without Redis, this submission's alone (mass-send detection
+        is approximate meanwhile; the rates and caps are not: nothing is sent)."""
+        if self._down():
+            return recipients
         bucket = self._bucket()
-        counts = await self.client.hgetall(_campaign(domain, campaign))
+        try:
+            counts = await self.client.hgetall(_campaign(domain, campaign))
+        except RedisError as exc:
+            self._reachable(False, exc)
+            return recipients
         return recipients + sum(int(n) for b, n in counts.items()
                                 if int(b) > bucket - BUCKETS_PER_WINDOW)
 
     async def record_accepted(self, domain: str, campaign: str, recipients: int,
                               message_id: str) -> None:
+        now = self.clock.now()
+        await self._or_later(lambda: self._accepted(domain, campaign, recipients, message_id, now))
+
+    async def _accepted(self, domain: str, campaign: str, recipients: int, message_id: str,
+                        now: float) -> None:
         window = self.config.limits.bulk.window
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(_campaign(domain, campaign), self._bucket(), recipients)
+            pipe.hincrby(_campaign(domain, campaign), int(now // (window / BUCKETS_PER_WINDOW)),
+                         recipients)
             pipe.expire(_campaign(domain, campaign), int(window * 2))
             if message_id:             # with its time: the window is the state's clock's
                 pipe.set(MESSAGE_IDS + tables.normalize_message_id(message_id),
-                         f"{domain}|{self.clock.now()!r}", ex=int(self.config.reputation.window))
+                         f"{domain}|{now!r}", ex=int(self.config.reputation.window))
             await pipe.execute()
+
+    # --- Redis down: what waits for it ----------------------------------------------------
+    def _down(self) -> bool:
+        """Redis did not answer a moment ago: do not wait for it again on every call."""
+        return not self._up and time.monotonic() < self._retry_at
+
+    async def _or_later(self, write: Callable[[], Awaitable]) -> bool:
+        """Run a write now, or keep it in the outbox, replayed in order once Redis answers
+        again (every such write is idempotent, or counts what happened once). False when
+        it waits."""
+        if not self._down():
+            try:
+                await write()
+                self._reachable(True)
+                return True
+            except RedisError as exc:
+                self._reachable(False, exc)
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            log.error("the outbox for redis is full (%d writes): the oldest is dropped",
+                      OUTBOX_LIMIT)
+            self._outbox.popleft()
+        self._outbox.append(write)
+        return False
+
+    async def _replay(self) -> None:
+        """The outbox, in order, now that Redis answers; what fails again waits again."""
+        while self._outbox:
+            write = self._outbox[0]
+            try:
+                await write()
+            except RedisError as exc:
+                self._reachable(False, exc)
+                return
+            self._outbox.popleft()
+        log.info("the outbox for redis is replayed")
 
     def _bucket(self) -> int:
         window = self.config.limits.bulk.window
@@ -205,7 +285,9 @@ class RedisState:
             decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
                                                  reservation, now)
         except RedisError as exc:
+            self._reachable(False, exc)
             raise StateError(f"redis: {exc}") from None
+        self._reachable(True)
         if decision.paused is not None:
             return grant_of(decision.granted, by_provider,
                             Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, decision.paused))
@@ -229,6 +311,7 @@ class RedisState:
         except RedisError as exc:
             raise StateError(f"redis: {exc}") from None
 
+    @_answers
     async def paused(self) -> dict[str, tuple[str, str]]:
         domains = [d.decode() for d in await self.client.smembers(PAUSED)]
         out = {}
@@ -251,6 +334,17 @@ class RedisState:
 
     # --- feedback -----------------------------------------------------------------------
     async def record_feedback(self, events: list[FeedbackEvent], trusted: bool = True) -> FeedbackResult:
+        """Without Redis the events wait in the outbox (each counts once, by its dedupe
+        key, when replayed); the result says nothing was recorded yet."""
+        result: list[FeedbackResult] = []
+
+        async def write() -> None:
+            result.append(await self._record_feedback(events, trusted))
+        if await self._or_later(write):
+            return result[0]
+        return FeedbackResult()
+
+    async def _record_feedback(self, events: list[FeedbackEvent], trusted: bool) -> FeedbackResult:
         result = FeedbackResult()
         by_domain: dict[str, list[FeedbackEvent]] = {}
         for event in events:
@@ -293,6 +387,7 @@ class RedisState:
         elif done.action == "alert":
             result.alerts.append((domain, done.reason))
 
+    @_answers
     async def reevaluate(self) -> FeedbackResult:
         result = FeedbackResult()
         for domain in (await self.paused()):
@@ -302,12 +397,14 @@ class RedisState:
         return result
 
     # --- the operator -------------------------------------------------------------------
+    @_answers
     async def pause(self, domain: str, reason: str) -> None:
         domain = _norm(domain)
         await self._pause_op(domain, "pause", reason)
         await self.client.sadd(PAUSED, domain)
         await self.client.sadd(DOMAINS, domain)
 
+    @_answers
     async def resume(self, domain: str) -> bool:
         domain = _norm(domain)
         lifted = await self._pause_op(domain, "resume", "")
@@ -321,15 +418,25 @@ class RedisState:
             repr(policy.bounce_rate.limit)])
 
     async def suppress(self, recipient: str, domain: str, reason: SuppressionReason) -> bool:
-        reason = SuppressionReason(reason)
-        added = await self.client.hsetnx(_supp(domain), _norm(recipient),
-                                         f"{reason.value}|{self.clock.now()!r}")
-        await self.client.sadd(DOMAINS, _norm(domain))
-        return bool(added)
+        """Without Redis the suppression holds on this node at once and waits in the
+        outbox for the others (True: it is new as far as this node knows)."""
+        reason, now = SuppressionReason(reason), self.clock.now()
+        added: list[int] = []
 
+        async def write() -> None:
+            added.append(await self.client.hsetnx(_supp(domain), _norm(recipient),
+                                                  f"{reason.value}|{now!r}"))
+            await self.client.sadd(DOMAINS, _norm(domain))
+        if not await self._or_later(write):
+            self._remember((_norm(recipient), _norm(domain)), reason)
+            return True
+        return bool(added[0])
+
+    @_answers
     async def unsuppress(self, recipient: str, domain: str) -> bool:
         return bool(await self.client.hdel(_supp(domain), _norm(recipient)))
 
+    @_answers
     async def suppressions(self, domain: str | None = None) -> list[Entry]:
         domains = [_norm(domain)] if domain else sorted(await self.domains())
         out = []
@@ -339,12 +446,14 @@ class RedisState:
                 out.append((recipient.decode(), d, SuppressionReason(reason), float(since)))
         return out
 
+    @_answers
     async def suppression_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for _, _, reason, _ in await self.suppressions():
             counts[reason.value] = counts.get(reason.value, 0) + 1
         return counts
 
+    @_answers
     async def rates(self, domain: str) -> Rates:
         now, window = self.clock.now(), self.config.reputation.window
         p = prefix(_norm(domain))
@@ -354,9 +463,11 @@ class RedisState:
         bounces = await self.client.zcount(p + ":fb:bounced_hard", repr(now - window), "+inf")
         return Rates(sum(int(n) for n in sent if n), complaints, bounces)
 
+    @_answers
     async def domains(self) -> list[str]:
         return sorted(d.decode() for d in await self.client.smembers(DOMAINS))
 
+    @_answers
     async def domain_status(self, domain: str) -> DomainStatus:
         domain = _norm(domain)
         p, now = prefix(domain), self.clock.now()
@@ -387,7 +498,27 @@ class RedisState:
         try:
             await self.client.ping()
         except RedisError as exc:
+            self._reachable(False, exc)
             raise StateError(f"redis: {exc}") from None
+        self._reachable(True)
+
+    def _reachable(self, up: bool, error: Exception | None = None) -> None:
+        """One log line per change: down (and what the node does meanwhile), and back, when
+        the outbox is replayed."""
+        if not up:
+            self._retry_at = time.monotonic() + RETRY_DOWN
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.warning("redis answers again: governance decisions resume, %d waiting "
+                        "write(s) are replayed", len(self._outbox))
+            if self._outbox:
+                self._replaying = asyncio.ensure_future(self._replay())
+        else:
+            log.error("redis does not answer (%s): mail is accepted into the spool, "
+                      "nothing is sent until the shared state grants it, feedback and "
+                      "suppressions wait in an outbox", error)
 
 
 def _norm(value: str) -> str:

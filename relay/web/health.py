@@ -4,7 +4,9 @@
 - /readyz: relay can take mail now: every SMTP listener is serving, the spool takes a write
   (through the writer thread, fsynced, as a queued message would be), its filesystem has
   `spool.min_free` left (else new mail gets 452 4.3.1), and the state backend
-  answers a read. 503 with the failing checks otherwise (readiness; traffic goes elsewhere).
+  answers a read. 503 with the failing checks otherwise (readiness; traffic goes elsewhere),
+  except for a fleet's shared state: without Redis the node still takes mail into its spool
+  (and sends nothing ungranted), so it answers 200 "degraded", naming the check.
 Both answer JSON; each check has `timeout` seconds.
 """
 from __future__ import annotations
@@ -21,8 +23,10 @@ Check = Callable[[], Awaitable[None]]      # returns when fine, raises saying wh
 
 
 def make_app(registry: CollectorRegistry, checks: dict[str, Check],
-             timeout: float = 2.0, before_scrape: Check | None = None) -> web.Application:
-    """`before_scrape`: awaited before each scrape (the gauges that read async state)."""
+             timeout: float = 2.0, before_scrape: Check | None = None,
+             degraded: frozenset[str] = frozenset()) -> web.Application:
+    """`before_scrape`: awaited before each scrape (the gauges that read async state).
+    `degraded`: checks whose failure leaves the node ready, degraded (200, "degraded")."""
     async def metrics(request: web.Request) -> web.Response:
         try:    # the spool gauges read SQLite: off the event loop
             if before_scrape is not None:
@@ -38,9 +42,10 @@ def make_app(registry: CollectorRegistry, checks: dict[str, Check],
     async def readyz(request: web.Request) -> web.Response:
         results = await asyncio.gather(*(_run(check, timeout) for check in checks.values()))
         report = dict(zip(checks, results))
-        ready = all(result == "ok" for result in results)
-        return _json(200 if ready else 503, {"status": "ready" if ready else "not ready",
-                                             "checks": report})
+        failing = {name for name, result in report.items() if result != "ok"}
+        if failing - degraded:
+            return _json(503, {"status": "not ready", "checks": report})
+        return _json(200, {"status": "degraded" if failing else "ready", "checks": report})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
