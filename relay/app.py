@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Callable
 import signal
@@ -40,6 +41,7 @@ from relay.outbound.process import DeliveryProcess
 from relay.compose import open_stores, preflight, prime_metrics
 from relay.spool.gauges import SpoolCollector
 from relay.spool.space import SpaceGuard
+from relay.state.redis import HEARTBEAT
 
 log = logging.getLogger("relay")
 
@@ -73,6 +75,7 @@ class Relay:
         self.metrics_port: int | None = None
         self.http_port: int | None = None
         self._stop = asyncio.Event()
+        self._heartbeat: asyncio.Future | None = None
 
     async def start(self) -> None:
         prime_metrics(self.config)
@@ -101,9 +104,18 @@ class Relay:
             log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
                      self.metrics_port)
         await self.delivery.start()
+        if self.config.state.backend == "redis":
+            self._heartbeat = asyncio.ensure_future(self._beat())
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
                  len(self.listeners.servers), len(self.config.routes), len(self.config.domains),
                  self.config.spool.path)
+
+    async def _beat(self) -> None:
+        """A fleet node says it is alive, for `relay fleet status`."""
+        node = self.config.state.node or socket.gethostname()
+        while True:
+            await self.state.heartbeat(node)
+            await asyncio.sleep(HEARTBEAT)
 
     def port(self, listener: str) -> int:
         return self.listeners.port(listener)
@@ -119,6 +131,8 @@ class Relay:
         await self.listeners.drain(drain_timeout)
         self.dmarc.close()
         await self.delivery.stop(drain_timeout)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         await self.state.close()
         self.spool.close()
         self.signing_pool.shutdown(wait=True)

@@ -187,6 +187,11 @@ def cmd_suppressions(args) -> int:
     return cmd_suppressions(args, _load(args.config))
 
 
+def cmd_fleet(args) -> int:
+    from relay.cli_state import cmd_fleet_status
+    return cmd_fleet_status(args, _load(args.config))
+
+
 def cmd_feedback_ingest(args) -> int:
     from relay.cli_state import cmd_feedback_ingest
     return cmd_feedback_ingest(args, _load(args.config))
@@ -237,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("recipient", nargs="?")
     s.add_argument("--domain", help="the sender domain (required for add and remove)")
     s.set_defaults(fn=cmd_suppressions)
+
+    fl = sub.add_parser("fleet", help="a fleet of relays sharing Redis").add_subparsers(
+        dest="action", required=True)
+    with_config(fl.add_parser("status", help="Redis reachable, latency, nodes seen")
+                ).set_defaults(fn=cmd_fleet)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

@@ -162,3 +162,25 @@ def cmd_feedback_ingest(args, config: Config) -> int:
     kinds = ", ".join(sorted({e.kind.value for e in events}))
     print(f"{len(events)} event(s) ({kinds}), {new} new")
     return 0
+
+
+def cmd_fleet_status(args, config: Config) -> int:
+    """`relay fleet status`: the state backend, and for Redis whether it answers, how fast,
+    and the nodes seen; exit 1 when the shared state does not answer."""
+    if config.state.backend != "redis":
+        print("state: sqlite (embedded, one node: spool.path); no fleet")
+        return 0
+
+    async def status(state, _spool) -> dict:
+        return await state.fleet()
+    found = _with_state(config, status)
+    print(f"state: redis ({config.state.url_env}), node {config.state.node or '(hostname)'}")
+    if not found["reachable"]:
+        print(f"redis: NOT REACHABLE: {found['error']}")
+        return 1
+    print(f"redis: reachable, {found['latency_ms']} ms, version {found['redis_version']}, "
+          f"run id {found['run_id']} (a new id: Redis restarted)")
+    print(f"nodes seen in the last day: {len(found['nodes'])}")
+    for name, ago in sorted(found["nodes"].items(), key=lambda n: n[1]):
+        print(f"  {name:<24} last heartbeat {ago:g} s ago" + ("  (silent)" if ago > 60 else ""))
+    return 0

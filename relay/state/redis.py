@@ -135,6 +135,8 @@ class DomainFeedback:
 MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
 PAUSED = "relay:paused"             # the domains with a pause in effect
+NODES = "relay:nodes"               # node name -> when it last said it was alive
+HEARTBEAT = 10.0                    # seconds between a node's heartbeats
 SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
 OUTBOX_LIMIT = 100_000              # writes kept while Redis is down
 RETRY_DOWN = 2.0                    # after a failure, calls skip Redis this long
@@ -501,6 +503,35 @@ class RedisState:
             self._reachable(False, exc)
             raise StateError(f"redis: {exc}") from None
         self._reachable(True)
+
+    # --- the fleet ----------------------------------------------------------------------
+    async def heartbeat(self, node: str) -> None:
+        """This node is alive (the listener process says so every `HEARTBEAT` seconds)."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.zadd(NODES, {node: self.clock.now()})
+                pipe.zremrangebyscore(NODES, "-inf", self.clock.now() - 86400)
+                pipe.expire(NODES, 86400)
+                await pipe.execute()
+            self._reachable(True)
+        except RedisError as exc:
+            self._reachable(False, exc)
+
+    async def fleet(self) -> dict:
+        """`relay fleet status`: Redis's address, whether and how fast it answers, and the
+        nodes seen (name -> seconds since their last heartbeat)."""
+        started = time.monotonic()
+        try:
+            await self.client.ping()
+            latency = time.monotonic() - started
+            nodes = await self.client.zrange(NODES, 0, -1, withscores=True)
+            info = await self.client.info("server")
+        except RedisError as exc:
+            return {"reachable": False, "error": str(exc)}
+        now = self.clock.now()
+        return {"reachable": True, "latency_ms": round(latency * 1000, 2),
+                "redis_version": info.get("redis_version"), "run_id": info.get("run_id"),
+                "nodes": {name.decode(): round(now - at, 1) for name, at in nodes}}
 
     def _reachable(self, up: bool, error: Exception | None = None) -> None:
         """One log line per change: down (and what the node does meanwhile), and back, when

@@ -67,3 +67,25 @@ def test_a_suppression_or_a_pause_made_on_one_node_holds_on_the_other(fleet, ups
 def _manual():
     from relay.state.suppressions import SuppressionReason
     return SuppressionReason.MANUAL
+
+
+def test_fleet_status_names_the_nodes_and_the_redis(fleet, tmp_path, capsys, upstream,
+                                                    server_cert, dkim_keys):
+    """Each node's listener writes a heartbeat with its `state.node` name: `relay fleet
+    status` lists both, and Redis reachable with its latency."""
+    import yaml
+
+    from relay.cli import main
+    from tests.conftest import base_config
+    config_file = tmp_path / "relay.yaml"
+    config_file.write_text(yaml.safe_dump(base_config(
+        tmp_path, upstream.port, server_cert, dkim_keys,
+        **{"spool.path": str(tmp_path / "cli"), "state": {"backend": "redis", "node": "cli"}})))
+
+    def both_seen() -> str | None:
+        assert main(["fleet", "status", "-c", str(config_file)]) == 0
+        out = capsys.readouterr().out
+        nodes = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+        return out if {"a", "b"} <= nodes else None
+    shown = wait_until(both_seen, timeout=15, what="both nodes' heartbeats")
+    assert "redis: reachable" in shown and "nodes seen in the last day: 2" in shown
