@@ -79,6 +79,8 @@ class Decision:
     rate_rest: int                 # recipients a rate holds back
     rate_hold: Hold | None         # when one more fits every rate, after this grant
     paused: str | None = None      # the pause's reason, when a shared state found one
+    epoch: float | None = None     # a shared state: when the domain's keys were made
+    refilling: bool = False        # ... and it is within their grace: nothing granted
 
 
 _UNLIMITED = 1 << 62

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from relay.governor.bulk import BUCKETS_PER_WINDOW
 from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Decision, Grant, Hold, HoldReason,
                                      Pacer, cap_detail, grant_of, ramp, rate_checks, share_of)
 from relay.governor.reputation import Rates, day_verdict, with_pause
-from relay.governor.warmup import SPIKE_FLOOR
+from relay.governor.warmup import SPIKE_DAYS, SPIKE_FLOOR
 from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
                          status, tables)
 from relay.state.suppressions import Entry, SuppressionReason
@@ -43,6 +44,7 @@ _OUTCOME = _LUA.joinpath("outcome.lua").read_text()
 _HEALTH = _LUA.joinpath("health.lua").read_text()
 _FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
 _PAUSE = _HEALTH + _LUA.joinpath("pause.lua").read_text()
+_REFILL = _LUA.joinpath("refill.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 
@@ -60,13 +62,17 @@ class Decider:
         self._feedback = client.register_script(_FEEDBACK)
 
     async def decide(self, limits: Limits, domain: str, wanted: dict[str, int], bulk: bool,
-                     reservation: str, now: float | None = None) -> Decision:
+                     reservation: str, now: float | None = None, grace: float = 0.0,
+                     known_epoch: float | None = None) -> Decision:
+        """`grace`: after the domain's keys are made (first, or after Redis lost them),
+        nothing is granted that long; `Decision.epoch` says when they were made."""
         checks = rate_checks(limits, domain, bulk)
         schedule = limits.warmup.schedule
         args: list = ["" if now is None else repr(now), reservation, RESERVATION_LIFETIME,
                       repr(share_of(limits, bulk)), ",".join(map(str, schedule)),
                       "" if limits.spike.max_growth is None else repr(limits.spike.max_growth),
-                      schedule[0] if schedule else SPIKE_FLOOR, 1 if bulk else 0, len(checks)]
+                      schedule[0] if schedule else SPIKE_FLOOR, 1 if bulk else 0, repr(grace),
+                      "" if known_epoch is None else repr(known_epoch), len(checks)]
         for name, rate, _, _ in checks:
             args += [name, rate.count, repr(rate.period)]
         for provider, n in wanted.items():
@@ -74,8 +80,10 @@ class Decider:
         reply = await self._script(keys=[prefix(domain)], args=args)
         if reply[0] == b"paused":
             return Decision(dict.fromkeys(wanted, 0), None, 0, None, reply[1].decode())
+        if reply[0] == b"epoch":
+            return Decision(dict.fromkeys(wanted, 0), None, 0, None, None, float(reply[1]), True)
         granted = dict(zip(wanted, (int(n) for n in reply[:len(wanted)])))
-        reason, cap, sent, provider, rest, until, check, at = (
+        reason, cap, sent, provider, rest, until, check, at, epoch = (
             v.decode() if isinstance(v, bytes) else v for v in reply[len(wanted):])
         cap_hold = None
         if reason:
@@ -86,7 +94,7 @@ class Decider:
         if int(rest):
             _, _, why, detail = checks[int(check) - 1]
             rate_hold = Hold(float(until), why, detail)
-        return Decision(granted, cap_hold, int(rest), rate_hold)
+        return Decision(granted, cap_hold, int(rest), rate_hold, None, float(epoch))
 
     async def record_outcome(self, reputation: Reputation, outcome: Outcome, reservation: str,
                              now: float | None = None) -> bool:
@@ -140,6 +148,35 @@ HEARTBEAT = 10.0                    # seconds between a node's heartbeats
 SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
 OUTBOX_LIMIT = 100_000              # writes kept while Redis is down
 RETRY_DOWN = 2.0                    # after a failure, calls skip Redis this long
+EPOCH_GRACE = 15.0                  # a domain's new keys: the nodes refill them this long
+KNOWN_DAYS = SPIKE_DAYS + 1         # deliveries a node keeps, to refill the caps' days
+
+
+@dataclass
+class _Known:
+    """What one node did for one domain, kept to refill Redis should it lose it: its grants
+    still in some rate window, its deliveries on the days the caps look at, first sends."""
+    windows: dict[tuple[str, float], dict[float, int]] = dataclasses.field(default_factory=dict)
+    volumes: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    first: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def granted(self, checks: list, units: int, now: float) -> None:
+        for name, rate, _, _ in checks:
+            quantum = rate.period / 1000
+            stamp = math.ceil(now / quantum) * quantum
+            window = self.windows.setdefault((name, rate.period), {})
+            window[stamp] = window.get(stamp, 0) + units
+            for old in [t for t in window if t <= now - rate.period]:
+                del window[old]
+
+    def delivered(self, outcome: Outcome, now: float) -> None:
+        today = day_of(now)
+        for provider, n in outcome.delivered.items():
+            if n:
+                self.volumes[(provider, today)] = self.volumes.get((provider, today), 0) + n
+                self.first.setdefault(provider, now)
+        for old in [k for k in self.volumes if k[1] < today - KNOWN_DAYS]:
+            del self.volumes[old]
 
 
 def _answers(method):
@@ -176,6 +213,10 @@ class RedisState:
         self._retry_at = 0.0
         self._outbox: deque[Callable[[], Awaitable]] = deque()
         self._replaying: asyncio.Future | None = None
+        self._refill = client.register_script(_REFILL)
+        self._known: dict[str, _Known] = {}        # domain -> what this node did
+        self._epochs: dict[str, float] = {}         # domain -> the epoch it last saw
+        self._last_paused: dict[str, tuple[str, str]] = {}
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -285,15 +326,24 @@ class RedisState:
         reservation = new_reservation(ticket)
         try:
             decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
-                                                 reservation, now)
+                                                 reservation, now, EPOCH_GRACE,
+                                                 self._epochs.get(domain))
         except RedisError as exc:
             self._reachable(False, exc)
             raise StateError(f"redis: {exc}") from None
         self._reachable(True)
+        if decision.epoch is not None:
+            await self._saw_epoch(domain, decision.epoch)
+        if decision.refilling:
+            return grant_of(decision.granted, by_provider, Hold(
+                decision.epoch + EPOCH_GRACE, HoldReason.STATE,
+                "the shared state is new (Redis lost it): the nodes refill it first"))
         if decision.paused is not None:
             return grant_of(decision.granted, by_provider,
                             Hold(now + PAUSE_RECHECK, HoldReason.PAUSED, decision.paused))
         if any(decision.granted.values()):
+            self._known.setdefault(domain, _Known()).granted(
+                rate_checks(self.config.limits, domain, bulk), sum(decision.granted.values()), now)
             await self.client.sadd(DOMAINS, domain)
         grant = self.pacer.grant(self.config.limits, domain, bulk, ticket, turn, total,
                                  by_provider, decision)
@@ -306,8 +356,9 @@ class RedisState:
 
     async def _record_outcome(self, outcome: Outcome) -> None:
         try:
-            await self.decider.record_outcome(self.config.reputation, outcome, outcome.key,
-                                              self.clock.now())
+            if await self.decider.record_outcome(self.config.reputation, outcome, outcome.key,
+                                                 self.clock.now()):
+                self._known.setdefault(outcome.domain, _Known()).delivered(outcome, self.clock.now())
             if any(outcome.delivered.values()):
                 await self.client.sadd(DOMAINS, outcome.domain)
         except RedisError as exc:
@@ -326,10 +377,67 @@ class RedisState:
                 out[domain] = (scope.decode(), why.decode())
             else:
                 await self.client.srem(PAUSED, domain)
+        self._last_paused = out
         return out
 
     async def refresh(self) -> set[str]:
+        """The node's lines; and for each domain it knows, whether Redis lost its keys
+        (a new epoch, or none yet): then this node adds what it knows."""
+        for domain in list(self._known):
+            try:
+                epoch = await self.client.get(prefix(domain) + ":epoch")
+            except RedisError as exc:
+                self._reachable(False, exc)
+                raise StateError(f"redis: {exc}") from None
+            await self._saw_epoch(domain, float(epoch) if epoch else None)
         return self.pacer.sweep(self.clock.now())
+
+    async def _saw_epoch(self, domain: str, epoch: float | None) -> None:
+        """The domain's epoch now (None: its keys are gone). Changed or gone since this node
+        last saw it, Redis lost them (restarted empty): refill them with what this node
+        knows, once per epoch."""
+        before = self._epochs.get(domain)
+        if epoch == before:
+            return
+        if before is not None:
+            await self._refill_domain(domain)
+            epoch = float(await self.client.get(prefix(domain) + ":epoch"))
+        if epoch is not None:
+            self._epochs[domain] = epoch
+
+    async def _refill_domain(self, domain: str) -> None:
+        known = self._known.get(domain, _Known())
+        args: list = [repr(self.clock.now())]
+        windows = [(name, period, stamp, n) for (name, period), entries in known.windows.items()
+                   for stamp, n in entries.items()]
+        args.append(len(windows))
+        for name, period, stamp, n in windows:
+            args += [name, repr(period), _fmt(stamp), n]
+        args.append(len(known.volumes))
+        for (provider, day), n in known.volumes.items():
+            args += [provider, day, n]
+        args.append(len(known.first))
+        for provider, at in known.first.items():
+            args += [provider, repr(at)]
+        seen = [(r, reason) for (r, d), reason in self._seen.items() if d == domain]
+        args.append(len(seen))
+        for recipient, reason in seen:
+            args += [recipient, f"{reason.value}|{self.clock.now()!r}"]
+        pause = self._last_paused.get(domain)
+        fields = []
+        if pause is not None and pause[0] == "all":
+            fields = [("op_reason", pause[1]), ("op_since", repr(self.clock.now()))]
+        elif pause is not None:
+            fields = [("policy_scope", pause[0]), ("policy_reason", pause[1]),
+                      ("policy_since", repr(self.clock.now()))]
+        args.append(len(fields))
+        for field, value in fields:
+            args += [field, value]
+        await self._refill(keys=[prefix(domain)], args=args)
+        if pause is not None:
+            await self.client.sadd(PAUSED, domain)
+        log.warning("%s: the shared state was made anew (Redis restarted empty?): this node "
+                    "refilled it with what it knows", domain)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -550,6 +658,11 @@ class RedisState:
             log.error("redis does not answer (%s): mail is accepted into the spool, "
                       "nothing is sent until the shared state grants it, feedback and "
                       "suppressions wait in an outbox", error)
+
+
+def _fmt(x: float) -> str:
+    """A time as the scripts write it (Lua's %.17g), so the window's fields match."""
+    return f"{x:.17g}"
 
 
 def _norm(value: str) -> str:

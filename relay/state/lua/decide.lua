@@ -14,9 +14,11 @@
 --
 -- ARGV: now ("" : Redis TIME), reservation id, reservation lifetime (s), bulk share (0..1,
 -- 1 for transactional mail), schedule ("50,100,..." or ""), max growth ("" : no spike
--- guard), spike floor, bulk (1/0), number of rate checks, then per check: name, count,
+-- guard), spike floor, bulk (1/0), epoch grace (s), the epoch the node last saw ("" : none),
+-- number of rate checks, then per check: name, count,
 -- period (s); then per provider, in the message's order: name, asked.
--- A paused domain (all its mail, or bulk mail asking) returns {"paused", reason} only.
+-- A paused domain (all its mail, or bulk mail asking) returns {"paused", reason} only; a
+-- domain in its epoch's grace {"epoch", epoch}; any other answer ends with the epoch.
 -- Returns {granted per provider..., cap_reason, cap, cap_sent, cap_provider, rate_rest,
 -- rate_until, rate_check, now}: a cap hold (reason "" when none), what a rate holds back and
 -- until when one more fits every rate, which check binds (1-based), and the script's time
@@ -34,12 +36,27 @@ local schedule = {}
 for step in string.gmatch(ARGV[5], '[^,]+') do schedule[#schedule + 1] = tonumber(step) end
 local growth, floor = tonumber(ARGV[6]), tonumber(ARGV[7])
 local bulk = ARGV[8] == '1'
-local n_checks = tonumber(ARGV[9])
+local grace, known_epoch = tonumber(ARGV[9]), ARGV[10]
+local n_checks = tonumber(ARGV[11])
 local DAY, GRANULARITY, SPIKE_DAYS, UNLIMITED = 86400, 1000, 7, 2 ^ 62
 
 local function fmt(x) return string.format('%.17g', x) end
 local function day_of(ts) return math.floor(ts / DAY) end
 local today = day_of(now)
+
+-- the domain's epoch: set when its keys are made, first or again after Redis lost them (a
+-- restart empty: the asking node had seen an epoch); then, for `grace` seconds, the nodes
+-- refill what they know, and nothing is granted
+local epoch = tonumber(redis.call('GET', P .. ':epoch'))
+if not epoch then
+  epoch = now
+  redis.call('SET', P .. ':epoch', fmt(now), 'EX', 400 * 86400)
+  if known_epoch ~= '' and grace > 0 then        -- this node had seen them: Redis lost them
+    redis.call('SET', P .. ':refilling', fmt(now + grace), 'PX', math.ceil(grace * 1000))
+  end
+end
+local refilling = tonumber(redis.call('GET', P .. ':refilling'))
+if refilling and now < refilling then return {'epoch', fmt(epoch)} end
 
 -- a pause, read at each decision: one made on any node holds at once ------------------------
 local pause = redis.call('HMGET', P .. ':pause', 'op_reason', 'policy_scope', 'policy_reason',
@@ -51,7 +68,7 @@ end
 -- the rate windows -----------------------------------------------------------------------
 local checks = {}
 for i = 1, n_checks do
-  local base = 9 + (i - 1) * 3
+  local base = 11 + (i - 1) * 3
   local name, count, period = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   checks[i] = {count = count, period = period,
                h = P .. ':win:' .. name .. ':' .. fmt(period),
@@ -139,7 +156,7 @@ end
 local out = {}
 local cap_reason, cap_value, cap_sent, cap_provider = '', 0, 0, ''
 local rate_rest, granted_total = 0, 0
-local i = 9 + n_checks * 3
+local i = 11 + n_checks * 3
 while i < #ARGV do
   local provider, n = ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 2
@@ -213,4 +230,5 @@ out[#out + 1] = rate_rest
 out[#out + 1] = fmt(rate_until)
 out[#out + 1] = rate_check
 out[#out + 1] = fmt(now)
+out[#out + 1] = fmt(epoch)
 return out
