@@ -6,7 +6,7 @@ import re
 import shlex
 import tomllib
 
-from tests.deploy.support import COMPOSE_RELAY_YAML, DEPLOY, ROOT, kubernetes_object, load_yaml
+from tests.deploy.support import COMPOSE_RELAY_YAML, DEPLOY, ROOT, kubernetes_pod, load_yaml
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 
@@ -53,7 +53,7 @@ def test_runs_as_a_non_root_user():
     [user] = [rest for word, rest in final_stage() if word == "USER"][-1:]
     name = user.split(":")[0]
     assert name not in ("root", "0")
-    pod = kubernetes_object("Deployment", "relay")["spec"]["template"]["spec"]
+    pod = kubernetes_pod("relay")
     assert name == str(pod["securityContext"]["runAsUser"])
 
 
@@ -85,7 +85,7 @@ def test_exposes_the_ports_relay_listens_on():
     exposed = {int(port.split("/")[0]) for port in args("EXPOSE")}
     assert exposed == ports
     assert all(port > 1024 for port in exposed)                # a non-root process binds them
-    [container] = kubernetes_object("Deployment", "relay")["spec"]["template"]["spec"]["containers"]
+    [container] = kubernetes_pod("relay")["containers"]
     assert {p["containerPort"] for p in container["ports"]} == exposed
 
 

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from relay.metrics import series_names
-from tests.deploy.support import (COMPOSE_FILE, COMPOSE_RELAY_YAML, PROMETHEUS, load_yaml,
+from tests.deploy.support import (COMPOSE_RELAY_YAML, PROMETHEUS, compose_relays, load_yaml,
                                   metric_names, tool)
 
 RULES = PROMETHEUS / "rules.yml"
@@ -101,13 +101,15 @@ def test_rules_and_their_tests_read_only_series_relay_exposes():
     assert used <= series_names(), sorted(used - series_names())
 
 
-def test_prometheus_scrapes_relay_where_compose_runs_it():
-    """The scrape job is called relay (RelayDown and the dashboard select it) and targets the
-    relay service on the metrics port of compose/relay.yaml; the rules are loaded."""
+def test_prometheus_scrapes_every_relay_where_compose_runs_it():
+    """The scrape job is called relay (RelayDown and the dashboard select it) and targets
+    each relay service of the compose fleet, and nothing else, on the metrics port of
+    compose/relay.yaml; the rules are loaded."""
     config = load_yaml(PROMETHEUS_YML)
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "relay"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
     metrics_port = load_yaml(COMPOSE_RELAY_YAML)["metrics"]["port"]
-    assert job["static_configs"][0]["targets"] == [f"relay:{metrics_port}"]
-    assert "relay" in load_yaml(COMPOSE_FILE)["services"]
+    targets = [target for static in job["static_configs"] for target in static["targets"]]
+    assert sorted(targets) == sorted(f"{name}:{metrics_port}" for name in compose_relays())
+    assert len(compose_relays()) == 2
     assert RULES.name in config["rule_files"]
