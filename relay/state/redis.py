@@ -39,12 +39,13 @@ from relay.state.suppressions import Entry, SuppressionReason
 
 log = logging.getLogger("relay.state")
 _LUA = resources.files("relay.state").joinpath("lua")
-_DECIDE = _LUA.joinpath("decide.lua").read_text()
-_OUTCOME = _LUA.joinpath("outcome.lua").read_text()
-_HEALTH = _LUA.joinpath("health.lua").read_text()
+_COMMON = _LUA.joinpath("common.lua").read_text()
+_DECIDE = _COMMON + _LUA.joinpath("decide.lua").read_text()
+_OUTCOME = _COMMON + _LUA.joinpath("outcome.lua").read_text()
+_HEALTH = _COMMON + _LUA.joinpath("health.lua").read_text()
 _FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
 _PAUSE = _HEALTH + _LUA.joinpath("pause.lua").read_text()
-_REFILL = _LUA.joinpath("refill.lua").read_text()
+_REFILL = _COMMON + _LUA.joinpath("refill.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 

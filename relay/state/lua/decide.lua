@@ -25,11 +25,7 @@
 -- (times as "%.17g" strings).
 
 local P = KEYS[1]
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
+local now = script_now(ARGV[1])
 local reservation, lifetime = ARGV[2], tonumber(ARGV[3])
 local share = tonumber(ARGV[4])
 local schedule = {}
@@ -40,7 +36,6 @@ local grace, known_epoch = tonumber(ARGV[9]), ARGV[10]
 local n_checks = tonumber(ARGV[11])
 local DAY, GRANULARITY, SPIKE_DAYS, UNLIMITED = 86400, 1000, 7, 2 ^ 62
 
-local function fmt(x) return string.format('%.17g', x) end
 local function day_of(ts) return math.floor(ts / DAY) end
 local today = day_of(now)
 

@@ -19,11 +19,7 @@
 -- action "paused", "lifted", "alert" or "".
 
 local P = KEYS[1]
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
+local now = script_now(ARGV[1])
 local trusted = ARGV[2] == '1'
 local horizon, window, min_volume = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local c_limit, c_stop, b_limit, b_stop = tonumber(ARGV[6]), tonumber(ARGV[7]),
@@ -34,7 +30,6 @@ local DAY = 86400
 local SUPPRESS = {bounced_hard = 'hard_bounce', complained = 'complaint',
                   unsubscribed = 'unsubscribed'}
 local HEALTH = {complained = 'c', bounced_hard = 'b'}
-local function fmt(x) return string.format('%.17g', x) end
 local function day_of(ts) return math.floor(ts / DAY) end
 
 local out, suppressed = {}, {}

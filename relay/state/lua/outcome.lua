@@ -15,16 +15,11 @@
 -- counted before.
 
 local P = KEYS[1]
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
+local now = script_now(ARGV[1])
 local key, reservation = ARGV[2], ARGV[3]
 local complaint_limit, bounce_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local DAY, KEEP, HISTORY = 86400, 2 * 86400, 400 * 86400
 local day = math.floor(now / DAY)
-local function fmt(x) return string.format('%.17g', x) end
 
 -- the reservation ends: nothing of it is in flight any more
 local i = 5

@@ -6,14 +6,9 @@
 -- complaint or bounce. Returns 1 when something was paused or lifted, else 0.
 
 local P = KEYS[1]
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
+local now = script_now(ARGV[1])
 local pause = P .. ':pause'
 local c_limit, b_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local function fmt(x) return string.format('%.17g', x) end
 if ARGV[2] == 'pause' then
   redis.call('HSETNX', pause, 'op_since', fmt(now))
   redis.call('HSET', pause, 'op_reason', ARGV[3])

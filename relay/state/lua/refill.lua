@@ -10,7 +10,6 @@
 
 local P = KEYS[1]
 local now = tonumber(ARGV[1])
-local function fmt(x) return string.format('%.17g', x) end
 local HISTORY = 400 * 86400
 if not redis.call('GET', P .. ':epoch') then
   redis.call('SET', P .. ':epoch', fmt(now), 'EX', HISTORY)

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import itertools
 
-import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -25,18 +24,11 @@ from relay.governor.governor import Governor
 from relay.state import Outcome
 from relay.state.redis import RESERVATION_LIFETIME, Decider, prefix
 from tests.fakes.clock import FakeClock
-from tests.fakes.redis_server import RedisServer
 
 START = 20_000 * 86400 + 10 * 3600
 DOMAINS = ("acme.fr", "shop.example")
 PROVIDERS = ("google", "microsoft", "other")
 RATES = ("3/min", "30/min", "600/min", "5/s", "100/h")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
 
 
 @st.composite

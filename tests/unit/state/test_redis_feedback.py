@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -25,17 +24,10 @@ from relay.state import Outcome, tables
 from relay.state.redis import Decider, prefix
 from relay.state.sqlite import SqliteState
 from tests.fakes.clock import FakeClock
-from tests.fakes.redis_server import RedisServer
 
 START = 20_000 * DAY + 10 * 3600
 DOMAIN = "acme.fr"
 KINDS = [k for k in FeedbackKind if k not in (FeedbackKind.DELIVERED, FeedbackKind.DEFERRED)]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
 
 
 @st.composite
