@@ -140,7 +140,6 @@ class DomainFeedback:
     reason: str
 
 
-
 MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
 PAUSED = "relay:paused"             # the domains with a pause in effect
