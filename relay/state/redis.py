@@ -1,13 +1,8 @@
-"""The shared governance state of a fleet, on Redis (DESIGN "State").
-
-In progress (issue 12), not yet selectable in relay.yaml: this module holds the governance
-decision so far. `Decider.decide` is the counting part of a reservation
-(`Governor.decide`), made by one Lua script (`lua/decide.lua`) on the domain's keys, which
-share the hash tag `relay:{d:<domain>}`, so that a limit of 1000/h will hold for every node
-together; `tests/unit/state/test_redis_decide.py` holds it to the in-memory governor's
-answers. Time inside the script is Redis's `TIME`; tests pass theirs. A reservation expires
-after `RESERVATION_LIFETIME`, so the recipients a node had in flight when it died do not
-count forever.
+"""The shared governance state of a fleet, on Redis (`state.backend: redis`, DESIGN
+"State"): `RedisState`, the `State` interface for every relay of a fleet. Its decisions are
+`redis_scripts.py`'s Lua scripts; the node keeps only its own line of held mail, what it
+needs while Redis does not answer (the suppressions it has seen, an outbox), and what it
+did, to refill a Redis restarted empty.
 """
 from __future__ import annotations
 
@@ -19,126 +14,25 @@ import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from importlib import resources
 from typing import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from relay.clock import DAY, Clock, day_of
-from relay.config import Config, Limits, Reputation
+from relay.clock import Clock, day_of
+from relay.config import Config
 from relay.feedback.events import FeedbackEvent
 from relay.governor.bulk import BUCKETS_PER_WINDOW
-from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Decision, Grant, Hold, HoldReason,
-                                     Pacer, cap_detail, grant_of, ramp, rate_checks, share_of)
+from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Grant, Hold, HoldReason, Pacer,
+                                     grant_of, ramp, rate_checks)
 from relay.governor.reputation import Rates, day_verdict, with_pause
-from relay.governor.warmup import SPIKE_DAYS, SPIKE_FLOOR
+from relay.governor.warmup import SPIKE_DAYS
 from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
                          status, tables)
+from relay.state.redis_scripts import PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Scripts, prefix
 from relay.state.suppressions import Entry, SuppressionReason
 
 log = logging.getLogger("relay.state")
-_LUA = resources.files("relay.state").joinpath("lua")
-_COMMON = _LUA.joinpath("common.lua").read_text()
-_DECIDE = _COMMON + _LUA.joinpath("decide.lua").read_text()
-_OUTCOME = _COMMON + _LUA.joinpath("outcome.lua").read_text()
-_HEALTH = _COMMON + _LUA.joinpath("health.lua").read_text()
-_FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
-_PAUSE = _HEALTH + _LUA.joinpath("pause.lua").read_text()
-_REFILL = _COMMON + _LUA.joinpath("refill.lua").read_text()
-RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
-
-
-def prefix(domain: str) -> str:
-    """The domain's keys' common start; the braces make it their hash tag."""
-    return f"relay:{{d:{domain}}}"
-
-
-class Decider:
-    """`Governor.decide` on Redis: one script call per decision."""
-
-    def __init__(self, client: Redis) -> None:
-        self._script = client.register_script(_DECIDE)
-        self._outcome = client.register_script(_OUTCOME)
-        self._feedback = client.register_script(_FEEDBACK)
-
-    async def decide(self, limits: Limits, domain: str, wanted: dict[str, int], bulk: bool,
-                     reservation: str, now: float | None = None, grace: float = 0.0,
-                     known_epoch: float | None = None) -> Decision:
-        """`grace`: after the domain's keys are made (first, or after Redis lost them),
-        nothing is granted that long; `Decision.epoch` says when they were made."""
-        checks = rate_checks(limits, domain, bulk)
-        schedule = limits.warmup.schedule
-        args: list = ["" if now is None else repr(now), reservation, RESERVATION_LIFETIME,
-                      repr(share_of(limits, bulk)), ",".join(map(str, schedule)),
-                      "" if limits.spike.max_growth is None else repr(limits.spike.max_growth),
-                      schedule[0] if schedule else SPIKE_FLOOR, 1 if bulk else 0, repr(grace),
-                      "" if known_epoch is None else repr(known_epoch), len(checks)]
-        for name, rate, _, _ in checks:
-            args += [name, rate.count, repr(rate.period)]
-        for provider, n in wanted.items():
-            args += [provider, n]
-        reply = await self._script(keys=[prefix(domain)], args=args)
-        if reply[0] == b"paused":
-            return Decision(dict.fromkeys(wanted, 0), None, 0, None, reply[1].decode())
-        if reply[0] == b"epoch":
-            return Decision(dict.fromkeys(wanted, 0), None, 0, None, None, float(reply[1]), True)
-        granted = dict(zip(wanted, (int(n) for n in reply[:len(wanted)])))
-        reason, cap, sent, provider, rest, until, check, at, epoch = (
-            v.decode() if isinstance(v, bytes) else v for v in reply[len(wanted):])
-        cap_hold = None
-        if reason:
-            why = HoldReason(reason)
-            cap_hold = Hold((day_of(float(at)) + 1) * DAY, why,
-                            cap_detail(limits, why, int(cap), provider, bulk, int(sent)))
-        rate_hold = None
-        if int(rest):
-            _, _, why, detail = checks[int(check) - 1]
-            rate_hold = Hold(float(until), why, detail)
-        return Decision(granted, cap_hold, int(rest), rate_hold, None, float(epoch))
-
-    async def record_outcome(self, reputation: Reputation, outcome: Outcome, reservation: str,
-                             now: float | None = None) -> bool:
-        """The reservation ends, and what it delivered counts once (by the outcome's key);
-        False when it had been counted."""
-        args: list = ["" if now is None else repr(now), outcome.key, reservation,
-                      repr(reputation.complaint_rate.limit), repr(reputation.bounce_rate.limit)]
-        for provider, attempted in outcome.attempted.items():
-            args += [provider, attempted, outcome.delivered.get(provider, 0)]
-        return bool(await self._outcome(keys=[prefix(outcome.domain)], args=args))
-
-    async def record_feedback(self, config: Config, domain: str, events: list[FeedbackEvent],
-                              trusted: bool, now: float | None = None) -> DomainFeedback:
-        """Store the domain's new events, suppress, judge its pause: one script."""
-        policy, soft = config.reputation, config.feedback.soft_bounces
-        args: list = ["" if now is None else repr(now), 1 if trusted else 0,
-                      repr(2 * max(policy.window, soft.within)), repr(policy.window),
-                      policy.min_volume, repr(policy.complaint_rate.limit),
-                      repr(policy.complaint_rate.stop), repr(policy.bounce_rate.limit),
-                      repr(policy.bounce_rate.stop), policy.on_limit, policy.on_stop,
-                      soft.count, repr(soft.within)]
-        for event in events:
-            args += [event.dedupe_key, event.kind.value, event.recipient.strip().lower(),
-                     repr(event.at)]
-        reply = [v.decode() if isinstance(v, bytes) else v
-                 for v in await self._feedback(keys=[prefix(domain)], args=args)]
-        new = [bool(flag) for flag in reply[:len(events)]]
-        rest = reply[len(events):]
-        marker = rest.index("")
-        suppressed = [(int(i) - 1, reason) for i, reason in (s.split("|") for s in rest[:marker])]
-        action, scope, why = (rest[marker + 1:] + ["", "", ""])[:3]
-        return DomainFeedback(new, suppressed, action, scope, why)
-
-
-@dataclass(frozen=True, slots=True)
-class DomainFeedback:
-    """What feedback.lua did for one domain's events."""
-    new: list[bool]                     # per event: not seen before
-    suppressed: list[tuple[int, str]]   # (event index, reason)
-    action: str                         # paused | lifted | alert | ""
-    scope: str                          # bulk | all, when paused
-    reason: str
-
 
 MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
@@ -205,15 +99,15 @@ class RedisState:
         self.client = client
         self.config = config
         self.clock = clock
-        self.decider = Decider(client)
+        self.decider = Scripts(client)
         self.pacer = Pacer()
-        self._pause = client.register_script(_PAUSE)
+        self._pause = client.register_script(PAUSE_SCRIPT)
         self._seen: OrderedDict[tuple[str, str], SuppressionReason] = OrderedDict()
         self._up = True
         self._retry_at = 0.0
         self._outbox: deque[Callable[[], Awaitable]] = deque()
         self._replaying: asyncio.Future | None = None
-        self._refill = client.register_script(_REFILL)
+        self._refill = client.register_script(REFILL_SCRIPT)
         self._known: dict[str, _Known] = {}        # domain -> what this node did
         self._epochs: dict[str, float] = {}         # domain -> the epoch it last saw
         self._last_paused: dict[str, tuple[str, str]] = {}

@@ -22,7 +22,7 @@ from relay.clock import day_of
 from relay.config import Limits, Reputation
 from relay.governor.governor import Governor
 from relay.state import Outcome
-from relay.state.redis import RESERVATION_LIFETIME, Decider, prefix
+from relay.state.redis_scripts import RESERVATION_LIFETIME, Scripts, prefix
 from tests.fakes.clock import FakeClock
 
 START = 20_000 * 86400 + 10 * 3600
@@ -84,7 +84,7 @@ async def _compare(url, limits, history, volume, unhealthy, script) -> None:
         for day in bad_days:                 # a pause held those days
             await client.hset(prefix(domain) + ":health", f"{day}|p", 1)
             await client.sadd(prefix(domain) + ":unhealthy", day)
-    decider = Decider(client)
+    decider = Scripts(client)
     serial = itertools.count()
     later: list = []
     try:
@@ -144,7 +144,7 @@ def test_a_pause_made_anywhere_holds_at_the_next_decision(redis_url):
     async def scenario():
         async with aioredis.Redis.from_url(redis_url) as client:
             await client.flushall()
-            decider, pause = Decider(client), prefix("acme.fr") + ":pause"
+            decider, pause = Scripts(client), prefix("acme.fr") + ":pause"
             await client.hset(pause, mapping={"policy_scope": "bulk", "policy_reason": "complaints",
                                               "policy_since": repr(START)})
             bulk = await decider.decide(limits, "acme.fr", {"": 2}, True, "r1", START)

@@ -21,7 +21,7 @@ from relay.config import Config
 from relay.feedback.events import FeedbackEvent, FeedbackKind
 from relay.spool.store import Spool
 from relay.state import Outcome, tables
-from relay.state.redis import Decider, prefix
+from relay.state.redis_scripts import Scripts, prefix
 from relay.state.sqlite import SqliteState
 from tests.fakes.clock import FakeClock
 
@@ -71,7 +71,7 @@ async def _compare(url, directory, config, deliveries, script) -> None:
     embedded = SqliteState(spool.db, config, clock)
     client = aioredis.Redis.from_url(url)
     await client.flushall()
-    shared = Decider(client)
+    shared = Scripts(client)
     serial = itertools.count()
     try:
         for n in deliveries:                       # three days before, ..., the start's day
