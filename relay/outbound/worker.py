@@ -188,9 +188,11 @@ class Delivery:
             dsns.append(await loop.run_in_executor(
                 None, self._dsn, message, failed, route.description, now))
         spooled = self.spool.record_attempt(message, dsns, held.reason.value if held else "")
-        await self._written(message.id, counted, lambda: self.state.record_outcome(outcome))
+        # the spool's write first: a shared state that does not answer must not keep the
+        # message's own outcome from being durable (a crash would send it again)
         await self._written(message.id, spooled, lambda: self.spool.record_attempt(
             message, dsns, held.reason.value if held else ""))
+        await self._written(message.id, counted, lambda: self.state.record_outcome(outcome))
         if self.intake is not None:
             await self.intake.record(upstream_feedback(message, batch, now))
         for extra in dsns:
