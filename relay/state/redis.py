@@ -218,16 +218,18 @@ class RedisState:
         if hold is not None:
             return grant_of(dict.fromkeys(wanted, 0), by_provider, hold)
         reservation = new_reservation(ticket)
+        if self._down():
+            raise StateError("redis: not answering")
         try:
             decision = await self.decider.decide(self.config.limits, domain, wanted, bulk,
                                                  reservation, now, EPOCH_GRACE,
                                                  self._epochs.get(domain))
+            if decision.epoch is not None:
+                await self._saw_epoch(domain, decision.epoch)
         except RedisError as exc:
             self._reachable(False, exc)
             raise StateError(f"redis: {exc}") from None
         self._reachable(True)
-        if decision.epoch is not None:
-            await self._saw_epoch(domain, decision.epoch)
         if decision.refilling:
             return grant_of(decision.granted, by_provider, Hold(
                 decision.epoch + EPOCH_GRACE, HoldReason.STATE,
@@ -238,7 +240,10 @@ class RedisState:
         if any(decision.granted.values()):
             self._known.setdefault(domain, _Known()).granted(
                 rate_checks(self.config.limits, domain, bulk), sum(decision.granted.values()), now)
-            await self.client.sadd(DOMAINS, domain)
+            try:
+                await self.client.sadd(DOMAINS, domain)     # the index of domains, for listing
+            except RedisError as exc:                       # only: the grant stands
+                self._reachable(False, exc)
         grant = self.pacer.grant(self.config.limits, domain, bulk, ticket, turn, total,
                                  by_provider, decision)
         return dataclasses.replace(grant, reservation=reservation)
@@ -277,13 +282,15 @@ class RedisState:
     async def refresh(self) -> set[str]:
         """The node's lines; and for each domain it knows, whether Redis lost its keys
         (a new epoch, or none yet): then this node adds what it knows."""
+        if self._known and self._down():
+            raise StateError("redis: not answering")
         for domain in list(self._known):
             try:
                 epoch = await self.client.get(prefix(domain) + ":epoch")
+                await self._saw_epoch(domain, float(epoch) if epoch else None)
             except RedisError as exc:
                 self._reachable(False, exc)
                 raise StateError(f"redis: {exc}") from None
-            await self._saw_epoch(domain, float(epoch) if epoch else None)
         return self.pacer.sweep(self.clock.now())
 
     async def _saw_epoch(self, domain: str, epoch: float | None) -> None:
