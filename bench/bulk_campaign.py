@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -29,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from loadgen import free_port, make_message, start_sink, wait_banner  # noqa: E402
+from loadgen import free_port, make_message, start_sink, stop_relay, wait_banner  # noqa: E402
 
 from relay.signing import dkim  # noqa: E402
 
@@ -131,11 +130,7 @@ routes: {{sink: {{host: 127.0.0.1, port: {sink_port}, tls: none, max_connections
                   "rate": args.rate, "delivery_cpu_s": round(cpu_seconds(delivery_pid), 1)}
         print(json.dumps(result))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_relay(proc)
         sink.stop()
         if args.keep:
             print(f"kept {work}", file=sys.stderr)

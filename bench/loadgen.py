@@ -73,6 +73,15 @@ def median(values) -> float:
     return float(statistics.median(vals))
 
 
+def stop_relay(proc: subprocess.Popen) -> None:
+    """SIGTERM (relay drains), then its whole process group if it does not stop in 60 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1 (racy, but fine for a benchmark)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import smtplib
 import statistics
 import subprocess
@@ -33,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from aiosmtpd.controller import Controller  # noqa: E402
-from loadgen import free_port, make_message, wait_banner  # noqa: E402
+from loadgen import free_port, make_message, stop_relay, wait_banner  # noqa: E402
 
 from relay.signing import dkim  # noqa: E402
 from relay.units import parse_rate  # noqa: E402
@@ -144,11 +142,7 @@ routes: {{sink: {{host: 127.0.0.1, port: {sink_port}, tls: none, max_connections
                   "window_limit": rate.count}
         print(json.dumps(result))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_relay(proc)
         sink.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -129,7 +129,7 @@ def cmd_doctor(args) -> int:
     return doctor.run(config, args.domain, resolver, as_json=args.json)
 
 
-def _when(ts: float) -> str:
+def when_local(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -146,8 +146,8 @@ def cmd_queue(args) -> int:
             print(f"{'ID':<16} {'QUEUED':<19} {'SIZE':>8} {'PENDING':>7} {'TRIES':>5} "
                   f"{'NEXT ATTEMPT':<19} {'ROUTE':<10} SENDER")
             for s in rows:
-                print(f"{s.id:<16} {_when(s.created):<19} {s.size:>8} {s.pending:>7} {s.attempts:>5} "
-                      f"{_when(s.next_attempt):<19} {s.route:<10} <{s.mail_from}>")
+                print(f"{s.id:<16} {when_local(s.created):<19} {s.size:>8} {s.pending:>7} {s.attempts:>5} "
+                      f"{when_local(s.next_attempt):<19} {s.route:<10} <{s.mail_from}>")
             print(f"{len(rows)} message(s) queued")
             return 0
         if not args.id:
@@ -159,9 +159,9 @@ def cmd_queue(args) -> int:
                 print(f"relay: no queued message {args.id}", file=sys.stderr)
                 return 1
             print(json.dumps({
-                "id": message.id, "queued": _when(message.created), "from": message.mail_from,
+                "id": message.id, "queued": when_local(message.created), "from": message.mail_from,
                 "domain": message.domain, "route": message.route, "attempts": message.attempts,
-                "next_attempt": _when(message.next_attempt), "size": len(message.body),
+                "next_attempt": when_local(message.next_attempt), "size": len(message.body),
                 "recipients": [{"address": r.address, "state": r.state.value, "reply": r.reply}
                                for r in message.recipients]}, indent=2))
             end = message.body.find(b"\r\n\r\n")

@@ -10,6 +10,7 @@ import datetime
 import sys
 from typing import Awaitable, Callable, TypeVar
 
+from relay.cli import when_local
 from relay.clock import DAY, SystemClock, day_of
 from relay.config import Config
 from relay.state import DomainStatus, State
@@ -34,7 +35,7 @@ def _with_state(config: Config, use: Callable[[State, object], Awaitable[T]]) ->
         spool.close()
 
 
-def _when(ts: float) -> str:
+def _when_utc(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -99,10 +100,10 @@ def _show(s: DomainStatus, config: Config, queued: tuple[int, float | None]) -> 
     print(f"{'PROVIDER':<12} {'DAY':>4} {'SENT TODAY':>10} {'CAP':>16} NEXT RELEASE")
     for r in s.ramps:
         cap = f"{r.cap} ({r.cap_reason})" if r.cap is not None else "-"
-        release = _when(r.next_release) if r.next_release else "now"
+        release = _when_utc(r.next_release) if r.next_release else "now"
         print(f"{r.provider or '(all)':<12} {r.warmup_day:>4} {r.today:>10} {cap:>16} {release}")
     count, due = queued
-    print(f"\nqueued: {count} message(s)" + (f"; the next held one is due {_when(due)}" if due else ""))
+    print(f"\nqueued: {count} message(s)" + (f"; the next held one is due {_when_utc(due)}" if due else ""))
     rates = s.rates
     print(f"reputation over {policy.window / DAY:g} days: {rates.delivered} delivered, complaint rate "
           f"{_ratio(rates.complaints, rates.delivered)} (limit {policy.complaint_rate.limit:.2%}), "
@@ -134,16 +135,12 @@ def cmd_suppressions(args, config: Config) -> int:
         out = csv.writer(sys.stdout)
         out.writerow(["recipient", "domain", "reason", "since"])
         for recipient, domain, reason, since in rows:
-            out.writerow([recipient, domain, reason.value, _local(since)])
+            out.writerow([recipient, domain, reason.value, when_local(since)])
         return 0
     for recipient, domain, reason, since in rows:
-        print(f"{recipient:<40} {domain:<24} {reason.value:<13} {_local(since)}")
+        print(f"{recipient:<40} {domain:<24} {reason.value:<13} {when_local(since)}")
     print(f"{len(rows)} suppression(s)")
     return 0
-
-
-def _local(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_feedback_ingest(args, config: Config) -> int:

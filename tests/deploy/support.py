@@ -123,3 +123,12 @@ def redis_server(arguments: list[str], directory: Path, timeout: float = 10.0
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def assert_durable_redis(image: str, argv: list[str]) -> None:
+    """A deployment's Redis: an official image pinned by version, run with the append-only
+    file on and no eviction (relay's counters must not be dropped to make room)."""
+    assert re.fullmatch(r"redis:\d+\.\d+(\.\d+)?-alpine", image), image
+    assert argv[0] == "redis-server"
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction"

@@ -2,14 +2,13 @@
 with Mailpit as their upstream and Prometheus and Grafana watching them; ports, mounts and
 volumes agree with compose/relay.yaml, the Dockerfile and the Prometheus configuration, and
 each relay has a spool of its own."""
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.deploy.support import (COMPOSE_FILE, COMPOSE_RELAY_YAML, DEPLOY, PROMETHEUS, ROOT,
-                                  compose_relays, load_yaml)
+                                  assert_durable_redis, compose_relays, load_yaml)
 
 RELAYS = ["relay", "relay-b"]
 SERVICES = ["relay", "relay-b", "redis", "dkim-key", "mailpit", "prometheus", "grafana"]
@@ -180,11 +179,7 @@ def test_redis_is_pinned_persists_and_keeps_its_data_in_a_volume():
     """An official image pinned by version, the append-only file on, no eviction, and /data
     (the image's working directory, where the file is written) on a named volume."""
     redis = service("redis")
-    assert re.fullmatch(r"redis:\d+\.\d+(\.\d+)?-alpine", redis["image"]), redis["image"]
-    command = redis["command"]
-    assert command[0] == "redis-server"
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert_durable_redis(redis["image"], redis["command"])
     assert named_volumes("redis")["/data"] in compose()["volumes"]
     assert "ports" not in redis                    # reached on the compose network only
 

@@ -2,7 +2,6 @@
 they agree with each other and with the relay.yaml of the ConfigMap (ports, probes, secrets,
 mounts): a StatefulSet of two relays, one spool claim per pod, sharing the Redis of redis.yaml
 through the URL of its Service."""
-import re
 import subprocess
 from urllib.parse import urlsplit
 
@@ -11,8 +10,8 @@ import pytest
 import yaml
 
 from relay.config import parse
-from tests.deploy.support import (KUBERNETES, kubernetes_documents, kubernetes_object,
-                                  kubernetes_pod, load_yaml, tool)
+from tests.deploy.support import (KUBERNETES, assert_durable_redis, kubernetes_documents,
+                                  kubernetes_object, kubernetes_pod, load_yaml, tool)
 
 # The API version the manifests are written for; kubernetes-validate ships its schemas.
 KUBERNETES_VERSION = "1.30.0"
@@ -179,11 +178,7 @@ def test_redis_is_pinned_persists_and_keeps_its_data_on_a_claim():
     spec = kubernetes_object("StatefulSet", "redis")["spec"]
     assert spec["replicas"] == 1
     redis = container("redis")
-    assert re.fullmatch(r"redis:\d+\.\d+(\.\d+)?-alpine", redis["image"]), redis["image"]
-    args = redis["args"]
-    assert args[0] == "redis-server"
-    assert args[args.index("--appendonly") + 1] == "yes"
-    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert_durable_redis(redis["image"], redis["args"])
     data = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}["/data"]
     assert data in {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
     assert kubernetes_object("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
