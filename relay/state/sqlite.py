@@ -223,9 +223,9 @@ class SqliteState:
         today, config = day_of(now), self.config
 
         def read(conn: sqlite3.Connection):
-            first, volumes = tables.load(conn, today - SPIKE_DAYS - 1)
+            first, volumes = tables.load(conn, today - SPIKE_DAYS - 1, domain)
             return (first, volumes, tables.paused(conn),
-                    tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS),
+                    tables.unhealthy(conn, config.reputation, now, today - HEALTH_DAYS, domain),
                     _rates(conn, domain, now - config.reputation.window))
         first, volumes, paused, unhealthy, rates = await self.db.read(read)
         return status.domain_status(config, self.clock, domain, first, volumes, paused,

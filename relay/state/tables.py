@@ -154,33 +154,38 @@ def forget_outcomes(conn: sqlite3.Connection, before: float) -> None:
     conn.execute("DELETE FROM outcome_keys WHERE at < ?", (before,))
 
 
-def load(conn: sqlite3.Connection, since_day: int) -> tuple[dict[str, float], dict[tuple[str, int], int]]:
-    """(first send per ramp, delivered per (ramp, day) since `since_day`); a ramp is the
-    domain, or a provider within it (`governor.ramp`)."""
+def load(conn: sqlite3.Connection, since_day: int,
+         domain: str | None = None) -> tuple[dict[str, float], dict[tuple[str, int], int]]:
+    """(first send per ramp, delivered per (ramp, day) since `since_day`), of every domain or
+    of `domain`; a ramp is the domain, or a provider within it (`governor.ramp`)."""
+    only, args = (" AND domain = ?", (domain,)) if domain else ("", ())
     first = {ramp(d, p): t for d, p, t in conn.execute(
-        "SELECT domain, provider, first_send FROM ramp_state")}
+        "SELECT domain, provider, first_send FROM ramp_state WHERE 1" + only, args)}
     volumes = {(ramp(d, p), day): n for d, p, day, n in conn.execute(
-        "SELECT domain, provider, day, delivered FROM ramp_days WHERE day >= ?", (since_day,))}
+        "SELECT domain, provider, day, delivered FROM ramp_days WHERE day >= ?" + only,
+        (since_day, *args))}
     return first, volumes
 
 
 def unhealthy(conn: sqlite3.Connection, policy: Reputation, now: float,
-              since_day: int) -> dict[str, dict[int, str]]:
+              since_day: int, domain: str | None = None) -> dict[str, dict[int, str]]:
     """Per domain, the days since `since_day` that do not count toward the warm-up, and why:
     a pause held part of it, or its complaint or hard-bounce rate (that day's feedback over
     that day's deliveries; any feedback on a day without deliveries) went over the
-    reputation limit. Today is included while it lasts."""
+    reputation limit. Today is included while it lasts. Of every domain, or of `domain`."""
     out: dict[str, dict[int, str]] = {}
-    for domain, day, complaints, bounces, paused_, sent in conn.execute(
+    only, args = (" AND h.domain = ?", (since_day, domain)) if domain else ("", (since_day,))
+    for name, day, complaints, bounces, paused_, sent in conn.execute(
             "SELECT h.domain, h.day, h.complaints, h.bounces, h.paused, (SELECT COALESCE("
             "SUM(delivered), 0) FROM ramp_days r WHERE r.domain = h.domain AND r.day = h.day)"
-            " FROM day_health h WHERE h.day >= ?", (since_day,)):
+            " FROM day_health h WHERE h.day >= ?" + only, args):
         why = day_verdict(complaints, bounces, bool(paused_), sent, policy)
         if why:
-            out.setdefault(domain, {})[day] = why
-    for domain, since in conn.execute("SELECT domain, since FROM domain_pauses UNION ALL"
-                                      " SELECT domain, since FROM policy_pauses"):
-        with_pause(out.setdefault(domain, {}), max(day_of(since), since_day), day_of(now))
+            out.setdefault(name, {})[day] = why
+    for name, since in conn.execute("SELECT domain, since FROM domain_pauses UNION ALL"
+                                    " SELECT domain, since FROM policy_pauses"):
+        if domain is None or name == domain:
+            with_pause(out.setdefault(name, {}), max(day_of(since), since_day), day_of(now))
     return out
 
 
