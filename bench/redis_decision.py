@@ -83,10 +83,15 @@ def main() -> None:
                         SqliteState(spool.db, config(root / "spool"), SystemClock()), args.decisions)
                 finally:
                     spool.close()
+                node = Spool(root / "node")
+                node.start()
                 state = RedisState(aioredis.Redis.from_url(server.url), config(root / "r"),
-                                   SystemClock())
-                results["redis"] = await run(state, args.decisions)
-                await state.close()
+                                   SystemClock(), node.db)
+                try:
+                    results["redis"] = await run(state, args.decisions)
+                finally:
+                    await state.close()
+                    node.close()
                 return results
             results = asyncio.run(both())
     print(json.dumps({"decisions": args.decisions, **results}, indent=1))

@@ -91,7 +91,7 @@ def open_stores(config: Config, clock: Clock) -> tuple[Spool, State]:
     state); the caller starts the spool, and closes both."""
     spool = Spool(config.spool.path)
     if config.state.backend == "redis":
-        return spool, RedisState(redis_client(config), config, clock)
+        return spool, RedisState(redis_client(config), config, clock, spool.db)
     return spool, SqliteState(spool.db, config, clock)
 
 

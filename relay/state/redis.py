@@ -1,34 +1,38 @@
 """The shared governance state of a fleet, on Redis (`state.backend: redis`, DESIGN
 "State"): `RedisState`, the `State` interface for every relay of a fleet. Its decisions are
 `redis_scripts.py`'s Lua scripts; the node keeps only its own line of held mail, what it
-needs while Redis does not answer (the suppressions it has seen, an outbox), and what it
-did, to refill a Redis restarted empty.
+needs while Redis does not answer (the suppressions it has seen; the writes Redis did not
+take, in its spool database: `outbox.py`), and what it did, to refill a Redis restarted
+empty.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay.clock import Clock, day_of
 from relay.config import Config
-from relay.feedback.events import FeedbackEvent
+from relay.feedback.events import FeedbackEvent, FeedbackKind
 from relay.governor.bulk import BUCKETS_PER_WINDOW
 from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Grant, Hold, HoldReason, Pacer,
                                      grant_of, ramp, rate_checks)
 from relay.governor.reputation import Rates, day_verdict, with_pause
 from relay.governor.warmup import SPIKE_DAYS
+from relay.spool.db import Database
 from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
                          status, tables)
+from relay.state.outbox import Outbox
 from relay.state.redis_scripts import PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Scripts, prefix
 from relay.state.suppressions import Entry, SuppressionReason
 
@@ -40,10 +44,10 @@ PAUSED = "relay:paused"             # the domains with a pause in effect
 NODES = "relay:nodes"               # node name -> when it last said it was alive
 HEARTBEAT = 10.0                    # seconds between a node's heartbeats
 SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
-OUTBOX_LIMIT = 100_000              # writes kept while Redis is down
 RETRY_DOWN = 2.0                    # after a failure, calls skip Redis this long
 EPOCH_GRACE = 15.0                  # a domain's new keys: the nodes refill them this long
 KNOWN_DAYS = SPIKE_DAYS + 1         # deliveries a node keeps, to refill the caps' days
+LATER = object()                    # a write kept in the outbox, for when Redis answers
 
 
 @dataclass
@@ -95,7 +99,7 @@ class RedisState:
     suppressions are read through, at each decision and each RCPT: one made on any node
     holds everywhere at once, and there is no message to miss (as pub/sub could)."""
 
-    def __init__(self, client: Redis, config: Config, clock: Clock) -> None:
+    def __init__(self, client: Redis, config: Config, clock: Clock, db: Database) -> None:
         self.client = client
         self.config = config
         self.clock = clock
@@ -105,7 +109,9 @@ class RedisState:
         self._seen: OrderedDict[tuple[str, str], SuppressionReason] = OrderedDict()
         self._up = True
         self._retry_at = 0.0
-        self._outbox: deque[Callable[[], Awaitable]] = deque()
+        self.outbox = Outbox(db)
+        self._replays = False                       # the listener's: it heartbeats
+        self._replay_lock = asyncio.Lock()
         self._replaying: asyncio.Future | None = None
         self._refill = client.register_script(REFILL_SCRIPT)
         self._known: dict[str, _Known] = {}        # domain -> what this node did
@@ -153,19 +159,20 @@ class RedisState:
 
     async def record_accepted(self, domain: str, campaign: str, recipients: int,
                               message_id: str) -> None:
-        now = self.clock.now()
-        await self._or_later(lambda: self._accepted(domain, campaign, recipients, message_id, now))
+        await self._or_later("accepted", {"domain": domain, "campaign": campaign,
+                                          "recipients": recipients, "message_id": message_id,
+                                          "at": self.clock.now()})
 
     async def _accepted(self, domain: str, campaign: str, recipients: int, message_id: str,
-                        now: float) -> None:
+                        at: float) -> None:
         window = self.config.limits.bulk.window
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(_campaign(domain, campaign), int(now // (window / BUCKETS_PER_WINDOW)),
+            pipe.hincrby(_campaign(domain, campaign), int(at // (window / BUCKETS_PER_WINDOW)),
                          recipients)
             pipe.expire(_campaign(domain, campaign), int(window * 2))
             if message_id:             # with its time: the window is the state's clock's
                 pipe.set(MESSAGE_IDS + tables.normalize_message_id(message_id),
-                         f"{domain}|{now!r}", ex=int(self.config.reputation.window))
+                         f"{domain}|{at!r}", ex=int(self.config.reputation.window))
             await pipe.execute()
 
     # --- Redis down: what waits for it ----------------------------------------------------
@@ -173,35 +180,52 @@ class RedisState:
         """Redis did not answer a moment ago: do not wait for it again on every call."""
         return not self._up and time.monotonic() < self._retry_at
 
-    async def _or_later(self, write: Callable[[], Awaitable]) -> bool:
-        """Run a write now, or keep it in the outbox, replayed in order once Redis answers
-        again (every such write is idempotent, or counts what happened once). False when
-        it waits."""
+    async def _or_later(self, kind: str, body: dict) -> object:
+        """Apply a write now; or, Redis not answering, keep it in the outbox (`LATER`),
+        replayed in order once it answers again."""
         if not self._down():
             try:
-                await write()
+                result = await self._apply(kind, body)
                 self._reachable(True)
-                return True
+                return result
             except RedisError as exc:
                 self._reachable(False, exc)
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            log.error("the outbox for redis is full (%d writes): the oldest is dropped",
-                      OUTBOX_LIMIT)
-            self._outbox.popleft()
-        self._outbox.append(write)
-        return False
+        await self.outbox.add(kind, body)
+        return LATER
 
-    async def _replay(self) -> None:
-        """The outbox, in order, now that Redis answers; what fails again waits again."""
-        while self._outbox:
-            write = self._outbox[0]
-            try:
-                await write()
-            except RedisError as exc:
-                self._reachable(False, exc)
-                return
-            self._outbox.popleft()
-        log.info("the outbox for redis is replayed")
+    async def _apply(self, kind: str, body: dict) -> object:
+        """One write of the outbox's kinds, on Redis."""
+        if kind == "accepted":
+            return await self._accepted(**body)
+        if kind == "feedback":
+            events = [FeedbackEvent(**dict(e, kind=FeedbackKind(e["kind"]))) for e in body["events"]]
+            return await self._record_feedback(events, body["trusted"])
+        if kind == "suppress":
+            added = await self.client.hsetnx(_supp(body["domain"]), _norm(body["recipient"]),
+                                             f"{body['reason']}|{body['at']!r}")
+            await self.client.sadd(DOMAINS, _norm(body["domain"]))
+            return bool(added)
+        raise ValueError(f"unknown outbox entry {kind!r}")
+
+    async def replay(self) -> None:
+        """The outbox, in order (the listener's, on each heartbeat and when Redis answers
+        again); what fails again waits for the next time."""
+        async with self._replay_lock:
+            replayed = 0
+            while entries := await self.outbox.oldest():
+                for id_, kind, body in entries:
+                    try:
+                        await self._apply(kind, body)
+                    except RedisError as exc:
+                        self._reachable(False, exc)
+                        return
+                    except Exception:          # our own bad entry: say so, never loop on it
+                        log.exception("an outbox entry Redis cannot take is dropped: %s %s",
+                                      kind, json.dumps(body))
+                    await self.outbox.done(id_)
+                    replayed += 1
+            if replayed:
+                log.info("the outbox for redis is replayed (%d write(s))", replayed)
 
     def _bucket(self) -> int:
         window = self.config.limits.bulk.window
@@ -347,13 +371,9 @@ class RedisState:
     async def record_feedback(self, events: list[FeedbackEvent], trusted: bool = True) -> FeedbackResult:
         """Without Redis the events wait in the outbox (each counts once, by its dedupe
         key, when replayed); the result says nothing was recorded yet."""
-        result: list[FeedbackResult] = []
-
-        async def write() -> None:
-            result.append(await self._record_feedback(events, trusted))
-        if await self._or_later(write):
-            return result[0]
-        return FeedbackResult()
+        result = await self._or_later("feedback", {
+            "events": [dataclasses.asdict(e) for e in events], "trusted": trusted})
+        return FeedbackResult() if result is LATER else result
 
     async def _record_feedback(self, events: list[FeedbackEvent], trusted: bool) -> FeedbackResult:
         result = FeedbackResult()
@@ -431,17 +451,14 @@ class RedisState:
     async def suppress(self, recipient: str, domain: str, reason: SuppressionReason) -> bool:
         """Without Redis the suppression holds on this node at once and waits in the
         outbox for the others (True: it is new as far as this node knows)."""
-        reason, now = SuppressionReason(reason), self.clock.now()
-        added: list[int] = []
-
-        async def write() -> None:
-            added.append(await self.client.hsetnx(_supp(domain), _norm(recipient),
-                                                  f"{reason.value}|{now!r}"))
-            await self.client.sadd(DOMAINS, _norm(domain))
-        if not await self._or_later(write):
+        reason = SuppressionReason(reason)
+        added = await self._or_later("suppress", {"recipient": recipient, "domain": domain,
+                                                  "reason": reason.value,
+                                                  "at": self.clock.now()})
+        if added is LATER:
             self._remember((_norm(recipient), _norm(domain)), reason)
             return True
-        return bool(added[0])
+        return bool(added)
 
     @_answers
     async def unsuppress(self, recipient: str, domain: str) -> bool:
@@ -515,16 +532,20 @@ class RedisState:
 
     # --- the fleet ----------------------------------------------------------------------
     async def heartbeat(self, node: str) -> None:
-        """This node is alive (the listener process says so every `HEARTBEAT` seconds)."""
+        """This node is alive (the listener process says so every `HEARTBEAT` seconds);
+        and the node's outbox, written by any of its processes, is replayed from here."""
+        self._replays = True
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.zadd(NODES, {node: self.clock.now()})
                 pipe.zremrangebyscore(NODES, "-inf", self.clock.now() - 86400)
                 pipe.expire(NODES, 86400)
                 await pipe.execute()
-            self._reachable(True)
         except RedisError as exc:
             self._reachable(False, exc)
+            return
+        self._reachable(True)
+        await self.replay()
 
     async def fleet(self) -> dict:
         """`relay fleet status`: Redis's address, whether and how fast it answers, and the
@@ -551,10 +572,10 @@ class RedisState:
             return
         self._up = up
         if up:
-            log.warning("redis answers again: governance decisions resume, %d waiting "
-                        "write(s) are replayed", len(self._outbox))
-            if self._outbox:
-                self._replaying = asyncio.ensure_future(self._replay())
+            log.warning("redis answers again: governance decisions resume, the writes that "
+                        "waited in the outbox are replayed")
+            if self._replays:
+                self._replaying = asyncio.ensure_future(self.replay())
         else:
             log.error("redis does not answer (%s): mail is accepted into the spool, "
                       "nothing is sent until the shared state grants it, feedback and "

@@ -77,7 +77,9 @@ def open_redis(directory: Path, config: Config, clock: FakeClock) -> Opened:
     if not directory.exists():
         directory.mkdir(parents=True)
         asyncio.run(_flush(_redis[0].url))
-    return Opened(RedisState(client, config, clock), lambda: None)
+    spool = Spool(directory / "node")            # the node's own database: its outbox
+    spool.start()
+    return Opened(RedisState(client, config, clock, spool.db), spool.close)
 
 
 async def _flush(url: str) -> None:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from relay.config import Config
 from relay.governor.governor import HoldReason
+from relay.spool.store import Spool
 from relay.state import Outcome, StateError
 from relay.state.redis import EPOCH_GRACE, RedisState
 from tests.fakes.clock import FakeClock
@@ -31,10 +32,13 @@ def test_a_redis_restarted_empty_is_refilled_before_anything_is_granted(tmp_path
         "limits": {"domain_rate": {"default": "20/min"},
                    "warmup": {"schedule": [1000], "per_provider": False}}})
     clock = FakeClock(START)
+    spools = [Spool(tmp_path / name) for name in ("a", "b")]     # each node's own database
+    for spool in spools:
+        spool.start()
     with RedisServer(tmp_path / "redis") as server:
         async def scenario():
-            a = RedisState(aioredis.Redis.from_url(server.url), config, clock)
-            b = RedisState(aioredis.Redis.from_url(server.url), config, clock)
+            a = RedisState(aioredis.Redis.from_url(server.url), config, clock, spools[0].db)
+            b = RedisState(aioredis.Redis.from_url(server.url), config, clock, spools[1].db)
             for node, n in ((a, 10), (b, 5)):
                 grant = await node.reserve("acme.fr", n, False, None)
                 assert grant.count == n
@@ -53,6 +57,8 @@ def test_a_redis_restarted_empty_is_refilled_before_anything_is_granted(tmp_path
             await b.close()
             return held, after, status
         held, after, status = asyncio.run(scenario())
+    for spool in spools:
+        spool.close()
     assert held.count == 0 and held.hold.reason is HoldReason.STATE
     assert after.count == 5                           # 20/min less A's 10 and B's 5
     assert [r.today for r in status.ramps] == [15]    # the day's volume, refilled too
