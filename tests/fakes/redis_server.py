@@ -78,8 +78,8 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
+        """SIGKILL, frozen or not (a stopped process dies without running again)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait()
 

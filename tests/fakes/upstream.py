@@ -29,6 +29,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     auth_user: str | None
+    at: float = 0.0            # when its DATA was answered (time.time())
 
 
 class _Handler:
@@ -53,7 +54,7 @@ class _Handler:
         user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         with self.fake.lock:
             self.fake.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                               envelope.original_content, user))
+                                               envelope.original_content, user, time.time()))
         return "250 2.0.0 Ok: queued"
 
 
