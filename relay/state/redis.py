@@ -32,6 +32,7 @@ from relay.governor.warmup import SPIKE_DAYS
 from relay.spool.db import Database
 from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
                          status, tables)
+from relay.state.batch import Batch
 from relay.state.outbox import Outbox
 from relay.state.redis_scripts import PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Scripts, prefix
 from relay.state.suppressions import Entry, SuppressionReason
@@ -104,6 +105,7 @@ class RedisState:
         self.config = config
         self.clock = clock
         self.decider = Scripts(client)
+        self.batch = Batch(client)                  # the listener's many small calls
         self.pacer = Pacer()
         self._pause = client.register_script(PAUSE_SCRIPT)
         self._seen: OrderedDict[tuple[str, str], SuppressionReason] = OrderedDict()
@@ -116,6 +118,7 @@ class RedisState:
         self._refill = client.register_script(REFILL_SCRIPT)
         self._known: dict[str, _Known] = {}        # domain -> what this node did
         self._epochs: dict[str, float] = {}         # domain -> the epoch it last saw
+        self._indexed: set[str] = set()             # domains this node put in DOMAINS
         self._last_paused: dict[str, tuple[str, str]] = {}
 
     def reconfigure(self, config: Config) -> None:
@@ -129,7 +132,7 @@ class RedisState:
         if self._down():
             return self._seen.get(key)
         try:
-            value = await self.client.hget(_supp(domain), key[0])
+            value = await self.batch("HGET", _supp(domain), key[0])
         except RedisError as exc:
             self._reachable(False, exc)
             return self._seen.get(key)
@@ -150,7 +153,7 @@ class RedisState:
             return recipients
         bucket = self._bucket()
         try:
-            counts = await self.client.hgetall(_campaign(domain, campaign))
+            counts = await self.batch("HGETALL", _campaign(domain, campaign))
         except RedisError as exc:
             self._reachable(False, exc)
             return recipients
@@ -166,14 +169,13 @@ class RedisState:
     async def _accepted(self, domain: str, campaign: str, recipients: int, message_id: str,
                         at: float) -> None:
         window = self.config.limits.bulk.window
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(_campaign(domain, campaign), int(at // (window / BUCKETS_PER_WINDOW)),
-                         recipients)
-            pipe.expire(_campaign(domain, campaign), int(window * 2))
-            if message_id:             # with its time: the window is the state's clock's
-                pipe.set(MESSAGE_IDS + tables.normalize_message_id(message_id),
-                         f"{domain}|{at!r}", ex=int(self.config.reputation.window))
-            await pipe.execute()
+        key = _campaign(domain, campaign)
+        commands = [("HINCRBY", key, int(at // (window / BUCKETS_PER_WINDOW)), recipients),
+                    ("EXPIRE", key, int(window * 2))]
+        if message_id:                 # with its time: the window is the state's clock's
+            commands.append(("SET", MESSAGE_IDS + tables.normalize_message_id(message_id),
+                             f"{domain}|{at!r}", "EX", int(self.config.reputation.window)))
+        await self.batch.many(commands)
 
     # --- Redis down: what waits for it ----------------------------------------------------
     def _down(self) -> bool:
@@ -265,7 +267,7 @@ class RedisState:
             self._known.setdefault(domain, _Known()).granted(
                 rate_checks(self.config.limits, domain, bulk), sum(decision.granted.values()), now)
             try:
-                await self.client.sadd(DOMAINS, domain)     # the index of domains, for listing
+                await self._index(domain)
             except RedisError as exc:                       # only: the grant stands
                 self._reachable(False, exc)
         grant = self.pacer.grant(self.config.limits, domain, bulk, ticket, turn, total,
@@ -283,7 +285,7 @@ class RedisState:
                                                  self.clock.now()):
                 self._known.setdefault(outcome.domain, _Known()).delivered(outcome, self.clock.now())
             if any(outcome.delivered.values()):
-                await self.client.sadd(DOMAINS, outcome.domain)
+                await self._index(outcome.domain)
         except RedisError as exc:
             raise StateError(f"redis: {exc}") from None
 
@@ -317,6 +319,13 @@ class RedisState:
                 raise StateError(f"redis: {exc}") from None
         return self.pacer.sweep(self.clock.now())
 
+    async def _index(self, domain: str) -> None:
+        """The domain in the fleet's index of domains (for listing): once per epoch, not
+        one more round trip per message."""
+        if domain not in self._indexed:
+            await self.client.sadd(DOMAINS, domain)
+            self._indexed.add(domain)
+
     async def _saw_epoch(self, domain: str, epoch: float | None) -> None:
         """The domain's epoch now (None: its keys are gone). Changed or gone since this node
         last saw it, Redis lost them (restarted empty): refill them with what this node
@@ -324,6 +333,7 @@ class RedisState:
         before = self._epochs.get(domain)
         if epoch == before:
             return
+        self._indexed.discard(domain)
         if before is not None:
             await self._refill_domain(domain)
             epoch = float(await self.client.get(prefix(domain) + ":epoch"))
