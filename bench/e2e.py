@@ -48,7 +48,8 @@ def log(*a) -> None:
 class RelayPeer:
     """`relay serve` on a trusted loopback listener, forwarding to `upstream_port`."""
 
-    def __init__(self, upstream_port: int, workdir: Path, key: Path) -> None:
+    def __init__(self, upstream_port: int, workdir: Path, key: Path,
+                 limits: str = "{bulk: {recipients_threshold: 100000000}}", extra: str = "") -> None:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ server:
 dns: {{nameservers: ["127.0.0.1:9"], timeout: 1s}}   # no DNS leaves the machine
 # the same message to the same recipient, thousands of times, is one "campaign": measure the
 # transactional path, as Postfix has no mass-send pacing to compare with
-limits: {{bulk: {{recipients_threshold: 100000000}}}}
+limits: {limits}
 spool: {{path: {workdir / 'spool'}}}
 users:
   - {{username: bench, networks: [127.0.0.0/8], senders: [{DOMAIN}]}}
@@ -69,7 +70,7 @@ domains:
   {DOMAIN}: {{route: sink, dkim: [{{selector: {SELECTOR}, private_key: {key}}}]}}
 routes:
   sink: {{host: 127.0.0.1, port: {upstream_port}, tls: none, max_connections: 8}}
-""")
+{extra}""")
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RelayPeer":

@@ -463,14 +463,15 @@ def _run_source(args: list[str], timeout: float, running: list | None = None,
                            f"{out.decode(errors='replace')}")
 
 
-def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
+def measure(target_port: int | list[int], sink: Sink, messages: int, size_bytes: int,
             sessions: int = 20, per_session: int | None = 1, *,
             sender: str = DEFAULT_SENDER, recipient: str = DEFAULT_RECIPIENT,
             message_file: str | os.PathLike | None = None, timeout: float | None = None,
             poll_s: float = 0.005, host: str = "127.0.0.1",
             own_env: list[str] | tuple[str, ...] = ()) -> dict:
     """Inject ``messages`` messages into host:target_port with smtp-source and
-    wait until ``sink`` has counted all of them.
+    wait until ``sink`` has counted all of them. A list of ports shares the messages and
+    the sessions between them (one smtp-source each; one message per connection only).
 
     size_bytes: body size on the wire (a realistic prepared message with From
         in ``sender``'s domain is sent via ``smtp-source -F``; pass
@@ -505,10 +506,13 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
                                           sender=sender, recipient=recipient)
     base = [SMTP_SOURCE, "-F", str(message_file), "-f", sender, "-t", recipient,
             "-M", "bench-client.example"]
-    target = f"{host}:{target_port}"
+    ports = [target_port] if isinstance(target_port, int) else list(target_port)
+    target = f"{host}:{ports[0]}"
     sessions = max(1, min(int(sessions), messages))
     if per_session is not None and per_session <= 0:
         per_session = None
+    if len(ports) > 1 and per_session != 1:
+        raise ValueError("several targets: one message per connection only (per_session=1)")
 
     # state shared with the smtp-source worker threads
     errors: list[BaseException] = []
@@ -543,7 +547,9 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
     goal = before + messages
     threads: list[threading.Thread] = []
     if per_session == 1:
-        plan = [base + ["-s", str(sessions), "-m", str(messages), target]]
+        shares = [messages // len(ports) + (i < messages % len(ports)) for i in range(len(ports))]
+        plan = [base + ["-s", str(max(1, sessions // len(ports))), "-m", str(n), f"{host}:{port}"]
+                for port, n in zip(ports, shares)]
     elif per_session is None or per_session >= -(-messages // sessions):
         plan = [base + ["-d", "-s", str(sessions), "-m", str(messages), target]]
     else:
@@ -552,7 +558,8 @@ def measure(target_port: int, sink: Sink, messages: int, size_bytes: int,
     t0 = time.monotonic()
     try:
         if plan is not None:
-            threads = [threading.Thread(target=single, args=(plan[0],), daemon=True)]
+            threads = [threading.Thread(target=single, args=(command,), daemon=True)
+                       for command in plan]
         else:
             threads = [threading.Thread(target=pool_worker, args=(per_session,), daemon=True)
                        for _ in range(sessions)]
