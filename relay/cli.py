@@ -188,8 +188,9 @@ def cmd_suppressions(args) -> int:
 
 
 def cmd_fleet(args) -> int:
-    from relay.cli_state import cmd_fleet_status
-    return cmd_fleet_status(args, _load(args.config))
+    from relay.cli_state import cmd_fleet_import, cmd_fleet_status
+    run = cmd_fleet_import if args.action == "import" else cmd_fleet_status
+    return run(args, _load(args.config))
 
 
 def cmd_feedback_ingest(args) -> int:
@@ -247,6 +248,11 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True)
     with_config(fl.add_parser("status", help="Redis reachable, latency, nodes seen")
                 ).set_defaults(fn=cmd_fleet)
+    fi = with_config(fl.add_parser(
+        "import", help="add this node's embedded state (SQLite, spool.path) to Redis, once"))
+    fi.add_argument("--force", action="store_true",
+                    help="import again although this node did (its counts add twice)")
+    fi.set_defaults(fn=cmd_fleet)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

@@ -13,7 +13,7 @@ from typing import Awaitable, Callable, TypeVar
 from relay.cli import when_local
 from relay.clock import DAY, SystemClock, day_of
 from relay.config import Config
-from relay.state import DomainStatus, State
+from relay.state import DomainStatus, State, StateError
 
 T = TypeVar("T")
 
@@ -180,4 +180,33 @@ def cmd_fleet_status(args, config: Config) -> int:
     print(f"nodes seen in the last day: {len(found['nodes'])}")
     for name, ago in sorted(found["nodes"].items(), key=lambda n: n[1]):
         print(f"  {name:<24} last heartbeat {ago:g} s ago" + ("  (silent)" if ago > 60 else ""))
+    return 0
+
+
+def cmd_fleet_import(args, config: Config) -> int:
+    """`relay fleet import`: this node's embedded state (the SQLite tables under spool.path,
+    written while it ran with `state.backend: sqlite`) added to the fleet's Redis, once."""
+    import socket
+
+    from relay.state.migrate import AlreadyImported, import_embedded
+    if config.state.backend != "redis":
+        print("relay: fleet import: state.backend is sqlite; set it to redis (and "
+              f"{config.state.url_env}) first: the import reads this node's embedded state "
+              "and writes it to Redis", file=sys.stderr)
+        return 1
+    node = config.state.node or socket.gethostname()
+    try:
+        done = _with_state(config, lambda state, spool: import_embedded(spool.db, state, node,
+                                                                        args.force))
+    except AlreadyImported as exc:
+        print(f"relay: fleet import: node {node} imported its state on {when_local(exc.args[0])}; "
+              "again, its volumes and feedback would count twice (--force to do it anyway)",
+              file=sys.stderr)
+        return 1
+    except StateError as exc:
+        print(f"relay: fleet import: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported from node {node}: {done.domains} domain(s), {done.suppressions} "
+          f"suppression(s), {done.pauses} pause(s), {done.events} feedback event(s) still in "
+          "the rates' window, warm-up days and volumes")
     return 0

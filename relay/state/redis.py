@@ -34,7 +34,8 @@ from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_
                          status, tables)
 from relay.state.batch import Batch
 from relay.state.outbox import Outbox
-from relay.state.redis_scripts import PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Scripts, prefix
+from relay.state.redis_scripts import (PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Refill,
+                                      Scripts, prefix)
 from relay.state.suppressions import Entry, SuppressionReason
 
 log = logging.getLogger("relay.state")
@@ -341,38 +342,35 @@ class RedisState:
             self._epochs[domain] = epoch
 
     async def _refill_domain(self, domain: str) -> None:
-        known = self._known.get(domain, _Known())
-        args: list = [repr(self.clock.now())]
-        windows = [(name, period, stamp, n) for (name, period), entries in known.windows.items()
-                   for stamp, n in entries.items()]
-        args.append(len(windows))
-        for name, period, stamp, n in windows:
-            args += [name, repr(period), _fmt(stamp), n]
-        args.append(len(known.volumes))
-        for (provider, day), n in known.volumes.items():
-            args += [provider, day, n]
-        args.append(len(known.first))
-        for provider, at in known.first.items():
-            args += [provider, repr(at)]
-        seen = [(r, reason) for (r, d), reason in self._seen.items() if d == domain]
-        args.append(len(seen))
-        for recipient, reason in seen:
-            args += [recipient, f"{reason.value}|{self.clock.now()!r}"]
+        known, now = self._known.get(domain, _Known()), self.clock.now()
+        refill = Refill(
+            windows=[(name, repr(period), _fmt(stamp), n)
+                     for (name, period), entries in known.windows.items()
+                     for stamp, n in entries.items()],
+            volumes=dict(known.volumes), first=dict(known.first),
+            suppressions=[(r, f"{reason.value}|{now!r}") for (r, d), reason in self._seen.items()
+                          if d == domain])
         pause = self._last_paused.get(domain)
-        fields = []
         if pause is not None and pause[0] == "all":
-            fields = [("op_reason", pause[1]), ("op_since", repr(self.clock.now()))]
+            refill.pause = [("op_reason", pause[1]), ("op_since", repr(now))]
         elif pause is not None:
-            fields = [("policy_scope", pause[0]), ("policy_reason", pause[1]),
-                      ("policy_since", repr(self.clock.now()))]
-        args.append(len(fields))
-        for field, value in fields:
-            args += [field, value]
+            refill.pause = [("policy_scope", pause[0]), ("policy_reason", pause[1]),
+                            ("policy_since", repr(now))]
+        args = refill.args(now, self.config)
         await self._refill(keys=[prefix(domain)], args=args)
         if pause is not None:
             await self.client.sadd(PAUSED, domain)
         log.warning("%s: the shared state was made anew (Redis restarted empty?): this node "
                     "refilled it with what it knows", domain)
+
+    @_answers
+    async def absorb(self, domain: str, refill: Refill) -> None:
+        """Add what `refill` holds to the domain's keys (`relay fleet import`, migrate.py)."""
+        domain = _norm(domain)
+        await self._refill(keys=[prefix(domain)], args=refill.args(self.clock.now(), self.config))
+        await self.client.sadd(DOMAINS, domain)
+        if any(field in ("op_reason", "policy_scope") for field, _ in refill.pause):
+            await self.client.sadd(PAUSED, domain)
 
     async def close(self) -> None:
         await self.client.aclose()

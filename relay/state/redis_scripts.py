@@ -9,7 +9,7 @@ calls them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from redis.asyncio import Redis
@@ -28,8 +28,13 @@ _OUTCOME = _COMMON + _LUA.joinpath("outcome.lua").read_text()
 _HEALTH = _COMMON + _LUA.joinpath("health.lua").read_text()
 _FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
 PAUSE_SCRIPT = _HEALTH + _LUA.joinpath("pause.lua").read_text()
-REFILL_SCRIPT = _COMMON + _LUA.joinpath("refill.lua").read_text()
+REFILL_SCRIPT = _HEALTH + _LUA.joinpath("refill.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
+
+
+def horizon(config: Config) -> float:
+    """How long feedback events are kept (seen, and in the rates' sets)."""
+    return 2 * max(config.reputation.window, config.feedback.soft_bounces.within)
 
 
 def prefix(domain: str) -> str:
@@ -95,7 +100,7 @@ class Scripts:
         """Store the domain's new events, suppress, judge its pause: one script."""
         policy, soft = config.reputation, config.feedback.soft_bounces
         args: list = ["" if now is None else repr(now), 1 if trusted else 0,
-                      repr(2 * max(policy.window, soft.within)), repr(policy.window),
+                      repr(horizon(config)), repr(policy.window),
                       policy.min_volume, repr(policy.complaint_rate.limit),
                       repr(policy.complaint_rate.stop), repr(policy.bounce_rate.limit),
                       repr(policy.bounce_rate.stop), policy.on_limit, policy.on_stop,
@@ -121,3 +126,44 @@ class DomainFeedback:
     action: str                         # paused | lifted | alert | ""
     scope: str                          # bulk | all, when paused
     reason: str
+
+
+@dataclass
+class Refill:
+    """What a node adds to one domain's keys (refill.lua): after Redis lost them, what it
+    knows; or its embedded state, once (`relay fleet import`)."""
+    windows: list[tuple[str, float, str, int]] = field(default_factory=list)
+    volumes: dict[tuple[str, int], int] = field(default_factory=dict)   # (provider, day)
+    first: dict[str, float] = field(default_factory=dict)               # provider -> time
+    suppressions: list[tuple[str, str]] = field(default_factory=list)   # recipient, "reason|since"
+    pause: list[tuple[str, str]] = field(default_factory=list)          # <P>:pause fields
+    health: list[tuple[int, int, int, bool]] = field(default_factory=list)  # day, c, b, paused
+    events: list[tuple[str, str, str, float]] = field(default_factory=list)  # key, kind, rcpt, at
+
+    def parts(self, size: int) -> list["Refill"]:
+        """This refill in calls of at most `size` suppressions and events each (the first
+        carries the rest), so a long list is not one huge script call."""
+        out = [Refill(self.windows, self.volumes, self.first, self.suppressions[:size],
+                      self.pause, self.health, self.events[:size])]
+        for at in range(size, max(len(self.suppressions), len(self.events)), size):
+            out.append(Refill(suppressions=self.suppressions[at:at + size],
+                              events=self.events[at:at + size]))
+        return out
+
+    def args(self, now: float, config: Config) -> list:
+        reputation = config.reputation
+        args: list = [repr(now), repr(reputation.complaint_rate.limit),
+                      repr(reputation.bounce_rate.limit), repr(horizon(config))]
+        sections: list[list] = [
+            [list(w) for w in self.windows],
+            [[provider, day, n] for (provider, day), n in self.volumes.items()],
+            [[provider, repr(at)] for provider, at in self.first.items()],
+            [list(s) for s in self.suppressions],
+            [list(p) for p in self.pause],
+            [[day, c, b, 1 if paused else 0] for day, c, b, paused in self.health],
+            [[key, kind, recipient, repr(at)] for key, kind, recipient, at in self.events]]
+        for entries in sections:
+            args.append(len(entries))
+            for entry in entries:
+                args += entry
+        return args

@@ -344,3 +344,20 @@ def save_windows(conn: sqlite3.Connection, windows: dict[str, list[tuple[float, 
 def load_windows(conn: sqlite3.Connection) -> dict[str, list[tuple[float, int]]]:
     return {key: [(ts, n) for ts, n in json.loads(entries)]
             for key, entries in conn.execute("SELECT key, entries FROM rate_windows")}
+
+
+def export(conn: sqlite3.Connection, since_day: int, events_since: float) -> dict[str, list]:
+    """Every table a fleet shares (`relay fleet import`), as rows: ramps' first sends,
+    volumes since `since_day`, days' health, pauses and resumes, and the feedback events
+    received since `events_since`."""
+    queries = {
+        "first": "SELECT domain, provider, first_send FROM ramp_state",
+        "volumes": "SELECT domain, provider, day, delivered FROM ramp_days WHERE day >= ?",
+        "health": "SELECT domain, day, complaints, bounces, paused FROM day_health",
+        "paused": "SELECT domain, since, reason FROM domain_pauses",
+        "policy": "SELECT domain, scope, since, reason FROM policy_pauses",
+        "resumed": "SELECT domain, at FROM domain_resumes",
+        "events": "SELECT domain, dedupe_key, kind, recipient, at FROM feedback_events"
+                  " WHERE received >= ?"}
+    args = {"volumes": (since_day,), "events": (events_since,)}
+    return {name: conn.execute(sql, args.get(name, ())).fetchall() for name, sql in queries.items()}

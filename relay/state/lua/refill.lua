@@ -10,11 +10,12 @@
 
 local P = KEYS[1]
 local now = tonumber(ARGV[1])
+local c_limit, b_limit, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local HISTORY = 400 * 86400
 if not redis.call('GET', P .. ':epoch') then
   redis.call('SET', P .. ':epoch', fmt(now), 'EX', HISTORY)
 end
-local i = 2
+local i = 5
 local function take(n)
   local out = {}
   for k = 1, n do out[k] = ARGV[i + k - 1] end
@@ -51,5 +52,25 @@ end
 for _ = 1, tonumber(take(1)[1]) do
   local e = take(2)
   redis.call('HSETNX', P .. ':pause', e[1], e[2])
+end
+for _ = 1, tonumber(take(1)[1]) do
+  local e = take(4)
+  local day = e[1]
+  redis.call('HINCRBY', P .. ':health', day .. '|c', e[2])
+  redis.call('HINCRBY', P .. ':health', day .. '|b', e[3])
+  if e[4] == '1' then redis.call('HSET', P .. ':health', day .. '|p', 1) end
+  judge_day(P, day, c_limit, b_limit)
+end
+for _ = 1, tonumber(take(1)[1]) do
+  local e = take(4)
+  local key, kind, recipient, at = e[1], e[2], e[3], e[4]
+  if tonumber(at) > now - horizon and redis.call('SET', P .. ':fbseen:' .. key, '1', 'NX', 'EX',
+                                                math.ceil(horizon)) then
+    local z = (kind == 'bounced_soft') and (P .. ':soft:' .. recipient) or (P .. ':fb:' .. kind)
+    if kind == 'bounced_soft' or kind == 'complained' or kind == 'bounced_hard' then
+      redis.call('ZADD', z, at, key)
+      redis.call('EXPIRE', z, math.ceil(horizon))
+    end
+  end
 end
 return redis.call('GET', P .. ':epoch')
