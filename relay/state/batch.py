@@ -21,6 +21,7 @@ class Batch:
         self.client = client
         self._waiting: list[tuple[list[tuple], asyncio.Future]] = []
         self._sending = False
+        self._task: asyncio.Future | None = None     # kept: the loop holds tasks weakly
 
     async def __call__(self, *command):
         """One command's reply, e.g. `await batch("HGET", key, field)`."""
@@ -32,7 +33,7 @@ class Batch:
         self._waiting.append((commands, future))
         if not self._sending:
             self._sending = True
-            asyncio.ensure_future(self._send())
+            self._task = asyncio.ensure_future(self._send())
         return future
 
     async def _send(self) -> None:
