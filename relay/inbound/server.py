@@ -14,7 +14,9 @@ import logging
 import re
 import secrets
 import ssl
+import types
 import warnings
+from typing import Callable
 
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -25,7 +27,7 @@ from relay import metrics, replies
 from relay.config import Config, Listener
 from relay.errors import RelayError, reply_for
 from relay.inbound.acceptance import Acceptance, SessionState
-from relay.inbound.handler import Handler, refused
+from relay.inbound.handler import Handler, hook_names, refused
 from relay.replies import Reply
 
 log = logging.getLogger("relay.smtp")
@@ -60,6 +62,23 @@ def with_enhanced_code(line: str) -> str:
     return f"{line[:4]}{enhanced} {line[4:]}" if len(line) > 4 else f"{line[:4]}{enhanced}"
 
 
+@functools.cache
+def _answering(cls: type) -> dict[str, Callable]:
+    """The class's `smtp_` methods, each wrapped once (not on every connection) to note
+    the command its replies answer."""
+    def wrapped(name: str, method: Callable) -> Callable:
+        @functools.wraps(method)            # keeps aiosmtpd's syntax marks (HELP reads them)
+        async def call(self, arg):
+            if self._hung_up():         # after "502 ... goodbye": pipelined commands don't run
+                return
+            self._command = name
+            await method(self, arg)  # (if it raises, handle_exception's reply is still its)
+            self._command = "OTHER"                 # for a line refused before any command runs
+        return call
+    return {attr.replace("smtp_", ""): wrapped(attr.replace("smtp_", ""), getattr(cls, attr))
+            for attr in hook_names(cls, ("smtp_",))}
+
+
 def printable(line: str) -> str:
     """A reply line as RFC 5321 §4.2 allows its text (printable, UTF-8 by RFC 6531): a
     control character or an undecodable byte that it repeats of the client's input (aiosmtpd
@@ -71,6 +90,11 @@ def printable(line: str) -> str:
 
 class RelaySMTP(SMTP):
     line_length_limit = 65536          # applications do send long HTML lines; don't refuse them
+
+    def __dir__(self) -> list[str]:
+        """Only aiosmtpd's __init__ asks (`handler.hook_names`): the class's `smtp_` and
+        `auth_` methods, listed once, not every attribute read on every connection."""
+        return hook_names(type(self), ("smtp_", "auth_"))
 
     def __init__(self, handler: Handler, acceptance: Acceptance, listener: Listener,
                  sessions: set, max_size: int, **kwargs) -> None:
@@ -86,18 +110,8 @@ class RelaySMTP(SMTP):
         self._in_hello = False          # answering HELO/EHLO: no enhanced codes there
         self._continued: list[str] = []
         self._command = "CONNECT"       # what the replies being sent answer (for metrics)
-        self._smtp_methods = {name: self._answering(name, method)
-                              for name, method in self._smtp_methods.items()}
-
-    def _answering(self, name: str, method):
-        @functools.wraps(method)            # keeps aiosmtpd's syntax marks (HELP reads them)
-        async def call(arg):
-            if self._hung_up():         # after "502 ... goodbye": pipelined commands don't run
-                return
-            self._command = name
-            await method(arg)       # (if it raises, handle_exception's reply is still its)
-            self._command = "OTHER"                 # for a line refused before any command runs
-        return call
+        self._smtp_methods = {name: types.MethodType(call, self)
+                              for name, call in _answering(type(self)).items()}
 
     async def handle_exception(self, error: Exception) -> str:
         """An exception escaped a command: `reply_for` makes it a reply (451 4.3.0 with a
