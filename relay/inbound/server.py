@@ -79,6 +79,23 @@ def _answering(cls: type) -> dict[str, Callable]:
             for attr in hook_names(cls, ("smtp_",))}
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+
+def simple_address(arg: str) -> tuple[str, str] | None:
+    """`<local@domain> rest` as the email package's parser reads it, without it, for the
+    ASCII dot-atom addresses applications send (the parser builds a token tree: ~5% of the
+    listener's CPU); None for anything else, which the parser reads."""
+    match = _SIMPLE.match(arg)
+    if match is None:
+        return None
+    rest = arg[match.end():].lstrip(" \t")
+    if rest.startswith("("):                # a comment: the parser's to skip
+        return None
+    return match.group(1), rest
+
+
 def printable(line: str) -> str:
     """A reply line as RFC 5321 §4.2 allows its text (printable, UTF-8 by RFC 6531): a
     control character or an undecodable byte that it repeats of the client's input (aiosmtpd
@@ -223,6 +240,9 @@ class RelaySMTP(SMTP):
             return "", ""
         if arg.lstrip().startswith("<>"):                 # the null reverse-path (DSNs)
             return "<>", arg.lstrip()[2:]
+        simple = simple_address(arg)
+        if simple is not None:
+            return simple
         try:
             parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
             address, rest = parse(arg)
