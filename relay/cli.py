@@ -138,17 +138,35 @@ def _spool(args):
     return Spool(_load(args.config).spool.path)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def cmd_queue(args) -> int:
     spool = _spool(args)
     try:
         if args.action == "list":
-            rows = spool.summaries()
+            if args.after is not None and spool.get_created(args.after) is None:
+                print(f"relay: queue list --after: no queued message {args.after}", file=sys.stderr)
+                return 1
+            rows = spool.summaries(args.limit, args.after, args.domain)
             print(f"{'ID':<16} {'QUEUED':<19} {'SIZE':>8} {'PENDING':>7} {'TRIES':>5} "
                   f"{'NEXT ATTEMPT':<19} {'ROUTE':<10} SENDER")
             for s in rows:
                 print(f"{s.id:<16} {when_local(s.created):<19} {s.size:>8} {s.pending:>7} {s.attempts:>5} "
                       f"{when_local(s.next_attempt):<19} {s.route:<10} <{s.mail_from}>")
-            print(f"{len(rows)} message(s) queued")
+            total = spool.count(args.domain)
+            print(f"{total} message(s) queued" + (f" for {args.domain}" if args.domain else ""))
+            if len(rows) == args.limit and (args.after is not None or total > len(rows)):
+                more = f"relay queue list --after {rows[-1].id}" + (
+                    f" --domain {args.domain}" if args.domain else "")
+                print(f"showing {len(rows)}; the next page: {more}")
             return 0
         if not args.id:
             print(f"relay: queue {args.action} needs a message ID", file=sys.stderr)
@@ -257,6 +275,10 @@ def parser() -> argparse.ArgumentParser:
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])
     q.add_argument("id", nargs="?")
+    q.add_argument("--limit", type=_positive, default=100,
+                   help="list: at most this many messages (default 100)")
+    q.add_argument("--after", metavar="ID", help="list: the messages queued after this one")
+    q.add_argument("--domain", help="list: only this sender domain's")
     q.set_defaults(fn=cmd_queue)
     return p
 

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS messages (
     hold_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (stream, next_attempt);
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created, id);
 CREATE TABLE IF NOT EXISTS recipients (
     message_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -178,14 +179,39 @@ class Spool:
             raise RuntimeError(f"spool not writable: {exc}") from None
 
     # --- synchronous API for the CLI (its own connection) ---------------------------
-    def summaries(self) -> list[Summary]:
+    def summaries(self, limit: int | None = None, after: str | None = None,
+                  domain: str | None = None) -> list[Summary]:
+        """The queue in the order it arrived: the first `limit` messages (all when None)
+        after the message `after`, of `domain` if given. A page reads only its own rows
+        (an index on arrival), however long the queue."""
+        where, args = ["1"], []
+        if after is not None:
+            where.append("(m.created, m.id) > (SELECT created, id FROM messages WHERE id = ?)")
+            args.append(after)
+        if domain is not None:
+            where.append("m.domain = ?")
+            args.append(domain.lower())
+        sql = ("SELECT m.id, m.created, m.mail_from, m.domain, m.route, m.attempts,"
+               " m.next_attempt, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id"
+               " AND r.state = 'queued'), length(m.body) FROM messages m"
+               f" WHERE {' AND '.join(where)} ORDER BY m.created, m.id")
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         with connect(self.path) as conn:
-            rows = conn.execute(
-                "SELECT m.id, m.created, m.mail_from, m.domain, m.route, m.attempts,"
-                " m.next_attempt, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id"
-                " AND r.state = 'queued'), length(m.body) FROM messages m"
-                " ORDER BY m.created").fetchall()
-        return [Summary(*row) for row in rows]
+            return [Summary(*row) for row in conn.execute(sql, args).fetchall()]
+
+    def get_created(self, message_id: str) -> float | None:
+        with connect(self.path) as conn:
+            row = conn.execute("SELECT created FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return row[0] if row else None
+
+    def count(self, domain: str | None = None) -> int:
+        with connect(self.path) as conn:
+            if domain is None:
+                return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM messages WHERE domain = ?",
+                                (domain.lower(),)).fetchone()[0]
 
     def queued_by_domain(self) -> dict[str, tuple[int, float | None]]:
         """domain -> (messages queued, when the earliest held one is due again)."""

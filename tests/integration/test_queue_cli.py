@@ -144,3 +144,35 @@ def test_unknown_id_exits_1_with_a_clear_message(config_file):
     missing = relay_cli(path, "show")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "relay: queue show needs a message ID"
+
+
+def test_list_pages_through_the_queue(config_file, make_relay, upstream):
+    """list shows a page (--limit, 100 by default) in arrival order, says how to get the
+    next (--after the last ID), filters by --domain, and refuses an unknown --after."""
+    data, path = config_file(**{"spool.retry": NO_RETRY_SOON})
+    relay = make_relay(raw=data)
+    ids = [submit_for_id(relay.port("local"), f"tempfail+{n}@example.net", f"Invoice {n}")
+           for n in range(5)]
+    wait_until(lambda: len([s for s in relay.relay.spool.summaries() if s.attempts == 1]) == 5,
+               what="five deferred messages")
+
+    def page(*args: str) -> tuple[list[str], str]:
+        done = relay_cli(path, "list", *args)
+        assert done.returncode == 0, done.stderr
+        return [line.split()[0] for line in done.stdout.splitlines()[1:] if line[:1].isalnum()
+                and line.split()[0] in ids], done.stdout
+
+    first, out = page("--limit", "2")
+    assert first == ids[:2]
+    assert "5 message(s) queued" in out and f"relay queue list --after {ids[1]}" in out
+    second, _ = page("--limit", "2", "--after", ids[1])
+    assert second == ids[2:4]
+    last, out = page("--limit", "2", "--after", ids[3])
+    assert last == ids[4:] and "the next page" not in out
+    assert page("--domain", "acme.fr")[0] == ids
+    assert page("--domain", "other.example")[0] == []
+
+    unknown = relay_cli(path, "list", "--after", "NOSUCHID")
+    assert unknown.returncode == 1 and "no queued message NOSUCHID" in unknown.stderr
+    zero = relay_cli(path, "list", "--limit", "0")
+    assert zero.returncode == 2 and "expected a positive number" in zero.stderr
