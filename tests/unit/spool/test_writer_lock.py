@@ -1,0 +1,66 @@
+"""The spool's writer takes `<database>.lock` before it begins a transaction, so the other
+process's writer (listener or delivery) hands the database over at once instead of leaving
+this one asleep in SQLite's busy handler."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import time
+
+import pytest
+
+from relay.spool.db import Database, connect
+
+
+def wait_for(condition, deadline_s: float = 5.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.001)
+
+
+def test_a_writer_waits_for_the_lock_and_commits_after_its_holder(tmp_path):
+    asyncio.run(_writer_waits(tmp_path))
+
+
+async def _writer_waits(tmp_path):
+    path = tmp_path / "relay.sqlite3"
+    setup = connect(path)
+    setup.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT)")
+    db = Database(path)
+    db.start()
+    other = os.open(f"{path}.lock", os.O_RDWR)       # another process's writer holds it
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        future = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('writer')"))
+        await asyncio.to_thread(wait_for, db._writer._requests.empty)    # taken, now waiting
+        setup.execute("BEGIN IMMEDIATE")       # free: the writer has not begun a transaction
+        setup.execute("INSERT INTO log (who) VALUES ('holder')")
+        setup.execute("COMMIT")
+        assert not future.done()
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    await asyncio.wait_for(future, 5)
+    assert [who for (who,) in setup.execute("SELECT who FROM log ORDER BY seq")] == \
+        ["holder", "writer"]
+    setup.close()
+    db.close()
+
+
+def test_the_lock_is_released_after_a_failed_write(tmp_path):
+    path = tmp_path / "relay.sqlite3"
+    db = Database(path)
+    db.start()
+
+    def broken(conn):
+        raise ValueError("this write fails")
+    with pytest.raises(ValueError):
+        asyncio.run(db.write(broken))
+    probe = os.open(f"{path}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)    # raises if the writer kept it
+    finally:
+        os.close(probe)
+    db.close()
