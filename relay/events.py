@@ -12,6 +12,7 @@ and never hold message content. `configure` sets the format of the whole log:
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
@@ -88,6 +89,50 @@ def _iso(created: float) -> str:
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class TurnHandler(logging.StreamHandler):
+    """A stream handler that writes the lines logged during one turn of the event loop
+    together, at the end of that turn, in one write: under load a turn answers many sessions,
+    and a write per line (two or three per message) cost the listener and delivery processes
+    a system call each, and a wait for the GIL after it. Lines from other threads, or with no
+    loop running, are written at once; `flush` (logging's shutdown at exit) writes what is
+    waiting."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:
+            if loop is not None:
+                if not self._waiting:
+                    loop.call_soon(self.flush)
+                self._waiting.append(line)
+                return
+            self._waiting.append(line)
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self._waiting:
+                return
+            text = "".join(self._waiting)
+            self._waiting.clear()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except Exception:                   # a closed or full stderr must not stop relay
+                self._waiting.clear()
+
+
 _verbose = False
 
 
@@ -96,7 +141,7 @@ def configure(format: str = "text", level: str = "info", verbose: bool | None = 
     (None: as the last call said, so a reload keeps `relay serve -v`)."""
     global _verbose
     verbose = _verbose = _verbose if verbose is None else verbose
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TurnHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, level.upper()),
                         handlers=[handler], force=True)

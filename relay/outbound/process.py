@@ -42,6 +42,7 @@ class DeliveryProcess:
         self.config = config
         self._proc: asyncio.subprocess.Process | None = None
         self._wake_w: int | None = None
+        self._wake_soon = False         # a wake-up byte is due at the end of this loop turn
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self._reloading = False
@@ -123,7 +124,16 @@ class DeliveryProcess:
         self._close_pipe()
 
     def wake(self) -> None:
-        """Tell the delivery process that something was queued (coalesced, never blocks)."""
+        """Tell the delivery process that something was queued (coalesced, never blocks): one
+        byte for all the messages queued in one turn of the event loop (a group commit
+        resolves its batch's sessions together), written at the end of that turn."""
+        if self._wake_w is None or self._wake_soon:
+            return
+        self._wake_soon = True
+        asyncio.get_running_loop().call_soon(self._write_wake)
+
+    def _write_wake(self) -> None:
+        self._wake_soon = False
         if self._wake_w is None:
             return
         try:

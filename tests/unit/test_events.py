@@ -244,3 +244,65 @@ def test_configure_replaces_the_previous_handlers(root_logging, capsys):
     assert len(logging.getLogger().handlers) == 1
     assert logging.getLogger().handlers[0].stream is sys.stderr
     assert isinstance(logging.getLogger().handlers[0].formatter, events.JsonFormatter)
+
+
+class Writes(io.StringIO):
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def turn_handler() -> tuple[events.TurnHandler, Writes]:
+    stream = Writes()
+    handler = events.TurnHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler, stream
+
+
+def test_lines_of_one_loop_turn_are_written_together_at_its_end():
+    import asyncio
+    handler, stream = turn_handler()
+
+    async def turn() -> list[str]:
+        for n in range(3):
+            handler.handle(record(f"line {n}"))
+        written_meanwhile = list(stream.writes)
+        await asyncio.sleep(0)                 # the turn ends
+        await asyncio.sleep(0)
+        return written_meanwhile
+    assert asyncio.run(turn()) == []
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+
+
+def test_lines_with_no_loop_running_are_written_at_once():
+    handler, stream = turn_handler()
+    handler.handle(record("first"))
+    handler.handle(record("second"))
+    assert stream.writes == ["first\n", "second\n"]
+
+
+def test_lines_waiting_when_the_loop_stops_are_written_by_flush():
+    """logging.shutdown (at exit) flushes every handler: a line logged in the last turn of a
+    loop that stopped before the turn ended is not lost."""
+    import asyncio
+    handler, stream = turn_handler()
+
+    async def last_words() -> None:
+        handler.handle(record("relay stopped"))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(last_words())
+    loop.close()                                  # the scheduled write never ran
+    assert stream.getvalue() in ("", "relay stopped\n")
+    handler.flush()
+    assert stream.getvalue() == "relay stopped\n"
+
+
+def test_configure_writes_through_a_turn_handler(root_logging):
+    configure("json", "info")
+    assert [type(h) for h in logging.getLogger().handlers] == [events.TurnHandler]
