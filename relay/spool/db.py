@@ -15,6 +15,12 @@ more than half its time there and the listener's writer a fifth, with the lock f
 writer first takes an exclusive `flock` on `<database>.lock`, which the kernel hands over the
 moment the other writer lets go, and only then begins its transaction.
 
+`secure_delete=FAST`: Debian's SQLite is built to zero every freed page, so each delivered
+message was written a second time, as zeros (a 100 KB message cost the delivery process
+253 KB of disk writes, 24 KB after). FAST still zeroes deleted content in the pages a
+delete writes anyway; freed pages keep their bytes until reused, as a queue file's blocks
+do after Postfix unlinks it.
+
 The spool (`store.py`: messages and recipients) and the embedded governance state
 (`relay/state/sqlite.py`) share one database, and so this writer.
 """
@@ -42,6 +48,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA secure_delete=FAST")
     return conn
 
 
