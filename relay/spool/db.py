@@ -3,8 +3,8 @@
 Owns durability and the connections. Writes go through one writer thread that commits
 whatever is waiting in one transaction (group commit): under load, many sessions share one
 fsync instead of paying one each, and a write is durable (`synchronous=FULL`: the WAL is
-fsynced) when its future resolves. Each write runs in its own savepoint, so one failing
-write never takes the others down. Reads run on a small pool of reader threads; WAL lets
+fsynced) when its future resolves. One failing write never takes the others down: the
+batch is rolled back and run again with a savepoint around each write. Reads run on a small pool of reader threads; WAL lets
 them proceed during writes. Writes commit in the order they were submitted: a write
 submitted before another is durable when the other is.
 
@@ -100,11 +100,40 @@ class _Writer(threading.Thread):
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
 
     def _commit(self, batch: list) -> None:
-        results: list[tuple[bool, object]] = []
+        results = self._transaction(batch, isolated=False)
+        if results is None:                    # one failed: undo the lot, run each in a savepoint
+            results = self._transaction(batch, isolated=True)
+        for (ok, value), (_, future, loop) in zip(results, batch):
+            if future is None:
+                if not ok:
+                    log.error("a write nobody waits for failed: %s", value)
+                continue
+            try:
+                loop.call_soon_threadsafe(_resolve, future, ok, value)
+            except RuntimeError:               # that caller's loop is closed: nobody waits
+                pass
+
+    def _transaction(self, batch: list, isolated: bool) -> list[tuple[bool, object]] | None:
+        """The batch's writes in one transaction, committed: each write's (ok, its result or
+        exception). First without a savepoint each (`isolated` false): that halves the
+        statements, and each statement is a release and a retake of the GIL that the event
+        loop's thread holds most of the time, while this thread holds the database. If a write
+        of several fails, everything is rolled back and None returned: the caller runs the
+        batch again, isolated, so one failing write never takes the others down (a write may
+        therefore run twice: it does nothing but SQL on `conn`). A batch of one needs no
+        savepoint: its transaction is one."""
         conn = self._conn
+        results: list[tuple[bool, object]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _, _ in batch:
+                if not isolated:
+                    try:
+                        results.append((True, fn(conn)))
+                    except Exception as exc:
+                        _rollback(conn)
+                        return None if len(batch) > 1 else [(False, exc)]
+                    continue
                 conn.execute("SAVEPOINT one")
                 try:
                     results.append((True, fn(conn)))
@@ -116,21 +145,17 @@ class _Writer(threading.Thread):
             conn.execute("COMMIT")
         except Exception as exc:               # the commit itself failed: nothing is durable
             log.error("spool commit failed: %s", exc)
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except Exception:                  # the writer must survive to answer the next batch
-                log.exception("spool rollback failed")
-            results = [(False, exc)] * len(batch)
-        for (ok, value), (_, future, loop) in zip(results, batch):
-            if future is None:
-                if not ok:
-                    log.error("a write nobody waits for failed: %s", value)
-                continue
-            try:
-                loop.call_soon_threadsafe(_resolve, future, ok, value)
-            except RuntimeError:               # that caller's loop is closed: nobody waits
-                pass
+            _rollback(conn)
+            return [(False, exc)] * len(batch)
+        return results
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except Exception:                          # the writer must survive to answer the next batch
+        log.exception("spool rollback failed")
 
 
 def _resolve(future: asyncio.Future, ok: bool, value: object) -> None:
@@ -167,7 +192,9 @@ class Database:
         return self._started and self._writer.is_alive()
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future:
-        """Run `fn` in the writer's next transaction; the future resolves once committed."""
+        """Run `fn` in the writer's next transaction; the future resolves once committed.
+        `fn` does nothing but SQL on the connection: if another write of its batch fails, the
+        batch is rolled back and run again (`_Writer._transaction`)."""
         return self._writer.submit(fn)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

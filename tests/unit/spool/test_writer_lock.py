@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import time
 
 import pytest
@@ -72,3 +73,57 @@ def test_deleting_does_not_write_the_freed_pages_again_as_zeros(tmp_path):
     conn = connect(tmp_path / "relay.sqlite3")
     assert conn.execute("PRAGMA secure_delete").fetchone() == (2,)
     conn.close()
+
+
+def test_a_failing_write_in_a_batch_takes_none_of_the_others_down(tmp_path):
+    """Writes that wait together commit in one transaction, without a savepoint each; when
+    one fails, the batch is run again with one each: the others commit, the failing write's
+    first statement is undone, and its caller gets its exception."""
+    path = tmp_path / "relay.sqlite3"
+    setup = connect(path)
+    setup.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT UNIQUE)")
+    db = Database(path)
+    db.start()
+
+    def half_then_fail(conn):
+        conn.execute("INSERT INTO log (who) VALUES ('half')")
+        conn.execute("INSERT INTO log (who) VALUES ('first')")       # UNIQUE: fails
+
+    async def batch():
+        other = os.open(f"{path}.lock", os.O_RDWR)   # hold the writer so the three wait together
+        fcntl.flock(other, fcntl.LOCK_EX)
+        try:
+            first = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('first')"))
+            failing = db.submit(half_then_fail)
+            last = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('last')"))
+        finally:
+            fcntl.flock(other, fcntl.LOCK_UN)
+            os.close(other)
+        return await asyncio.gather(first, failing, last, return_exceptions=True)
+
+    results = asyncio.run(batch())
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception)
+    assert [who for (who,) in setup.execute("SELECT who FROM log ORDER BY seq")] == \
+        ["first", "last"]
+    setup.close()
+    db.close()
+
+
+def test_a_batch_of_one_failing_write_commits_nothing_of_it(tmp_path):
+    path = tmp_path / "relay.sqlite3"
+    setup = connect(path)
+    setup.execute("CREATE TABLE log (who TEXT UNIQUE)")
+    db = Database(path)
+    db.start()
+
+    def twice(conn):
+        conn.execute("INSERT INTO log VALUES ('once')")
+        conn.execute("INSERT INTO log VALUES ('once')")
+    with pytest.raises(sqlite3.IntegrityError):
+        asyncio.run(db.write(twice))
+    assert setup.execute("SELECT COUNT(*) FROM log").fetchone() == (0,)
+    asyncio.run(db.write(lambda conn: conn.execute("INSERT INTO log VALUES ('after')")))
+    assert setup.execute("SELECT who FROM log").fetchall() == [("after",)]
+    setup.close()
+    db.close()
