@@ -302,8 +302,15 @@ class Ledger:
         cap = self.cap(domain, provider, day_of(now))
         if cap is None:
             return UNLIMITED
-        today = self.volumes.get((ramp(domain, provider), day_of(now)), 0)
-        return max(0, self.cap_share(cap, bulk)[1] - today)
+        return max(0, self.cap_share(cap, bulk)[1] - self.sent_today(domain, provider, now))
+
+    def sent_today(self, domain: str, provider: str, now: float) -> int:
+        """The ramp's volume today; a provider's ramp also counts what the whole domain's
+        carried today (caps turned per provider mid-day: nobody knows to which provider those
+        went, so they count against each, as the governor documents)."""
+        day = day_of(now)
+        own = self.volumes.get((ramp(domain, provider), day), 0)
+        return own + (self.volumes.get((ramp(domain, WHOLE), day), 0) if provider else 0)
 
     def grant(self, domain: str, bulk: bool, got: dict[str, int], now: float, what: str) -> None:
         """Count a grant (`got`: per provider), and check invariants 1-4 in the windows that
@@ -321,7 +328,7 @@ class Ledger:
         for provider, k in got.items():
             cap = self.cap(domain, provider, day_of(now))
             if k and cap is not None:
-                today = self.volumes.get((ramp(domain, provider), day_of(now)), 0)
+                today = self.sent_today(domain, provider, now)
                 share = self.cap_share(cap, bulk)[0]
                 assert today + k <= share, (
                     f"{what}: {today} delivered today to ramp {ramp(domain, provider)!r} + {k}"
