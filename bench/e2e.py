@@ -8,7 +8,9 @@ between runs), so both see the same machine: smtp-source -> peer -> smtp-sink, c
 the sink. The peers:
 
 - relay: `relay serve` with a trusted `tls: none` listener on loopback, one RSA-2048 DKIM
-  key, the durable SQLite spool, and a route to the sink (tls: none, 8 connections);
+  key, the durable SQLite spool, and a route to the sink (tls: none, 8 connections); the
+  deliverability lint on, as by default (`content.mode: warn`); with `--lint-off`, a second
+  relay with `content.mode: off` is measured in the same runs: the lint's cost;
 - postfix: Postfix + OpenDKIM (milter, relaxed/relaxed, RSA-2048) relaying to the same sink
   (bench/postfix_peer.py).
 
@@ -20,6 +22,7 @@ relay/postfix; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -134,6 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--workdir-base", default="/var/lib/relay-bench")
+    ap.add_argument("--lint-off", action="store_true",
+                    help="also measure a relay with content.mode: off, in the same runs: the "
+                         "cost of the deliverability lint (on by default, mode warn)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         log("bench/e2e.py must run as root (Postfix's master); see bench/setup_debian.sh")
@@ -156,34 +162,42 @@ def main(argv=None) -> int:
     own = [RELAY_MARK]
     try:
         with RelayPeer(up, work / "relay", key) as relay, \
-                PostfixPeer(free_port(), up, work / "postfix", key, DOMAIN, SELECTOR) as postfix:
+                PostfixPeer(free_port(), up, work / "postfix", key, DOMAIN, SELECTOR) as postfix, \
+                contextlib.ExitStack() as more:
             own.append(f"MAIL_CONFIG={postfix.config_dir}")
             peers = {"relay": (relay.port, relay.wait_empty),
                      "postfix": (postfix.listen_port, lambda: wait_queue_empty(postfix))}
+            if args.lint_off:
+                quiet = more.enter_context(RelayPeer(up, work / "relay-lint-off", key,
+                                                     extra="content: {mode: off}"))
+                peers["relay-lint-off"] = (quiet.port, quiet.wait_empty)
             for size in sizes:
                 count = args.messages if size <= 20000 else max(args.messages // 2, 200)
                 kw = dict(sessions=args.sessions, sender=f"bench@{DOMAIN}", own_env=own)
                 for name, (port, drained) in peers.items():
                     measure(port, sink, args.warmup, size, **kw)
                     drained()
-                rates = {"relay": [], "postfix": []}
+                rates: dict[str, list[float]] = {name: [] for name in peers}
                 for run in range(args.runs):
-                    order = ["relay", "postfix"] if run % 2 == 0 else ["postfix", "relay"]
+                    order = list(peers) if run % 2 == 0 else list(reversed(peers))
                     for name in order:
                         wait_machine_idle(0.9, 30)
                         port, drained = peers[name]
                         r = measure(port, sink, count, size, **kw)
                         drained()
                         rates[name].append(r["msgs_per_s"])
-                        log(f"size {size} run {run + 1} {name:8s} {count} msgs in "
+                        log(f"size {size} run {run + 1} {name:14s} {count} msgs in "
                             f"{r['elapsed_s']:.2f}s = {r['msgs_per_s']:.1f} msg/s "
                             f"(other load {r['foreign_cpu_frac']:.1%})")
                 med = {name: median(v) for name, v in rates.items()}
-                summary[size] = {"relay": rates["relay"], "postfix": rates["postfix"],
-                                 "relay_median": med["relay"], "postfix_median": med["postfix"],
+                summary[size] = {**rates, **{f"{name}_median": m for name, m in med.items()},
                                  "ratio": round(med["relay"] / med["postfix"], 2)}
                 log(f"size {size}: relay median {med['relay']:.1f} msg/s, postfix median "
                     f"{med['postfix']:.1f} msg/s, ratio {summary[size]['ratio']:.2f}")
+                if args.lint_off:
+                    cost = summary[size]["lint_cost"] = round(1 - med["relay"] / med["relay-lint-off"], 3)
+                    log(f"size {size}: relay with content.mode off {med['relay-lint-off']:.1f} "
+                        f"msg/s: the lint (warn) costs {cost:.1%}")
     finally:
         sink.stop()
     print(json.dumps(summary))

@@ -37,6 +37,7 @@ from relay.dns import DnsResolver, Resolver
 from relay.errors import ConfigError
 from relay.inbound.acceptance import Acceptance
 from relay.inbound.server import Listeners
+from relay.lint.process import LintProcess
 from relay.outbound.process import DeliveryProcess
 from relay.compose import open_stores, preflight, prime_metrics
 from relay.spool.gauges import SpoolCollector
@@ -60,6 +61,7 @@ class Relay:
         self.dmarc = DmarcMonitor(self.resolver, self.clock)
         self.delivery = DeliveryProcess(config)
         self.intake = FeedbackIntake(self.state)
+        self.lint = LintProcess(tuple(config.content.languages))
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
@@ -68,7 +70,7 @@ class Relay:
             SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, self.state,
             SpaceGuard(config.spool_min_free, self.spool.free_bytes, self.clock), tokens,
             self.intake,
-            on_queued=lambda message: self.delivery.wake())
+            on_queued=lambda message: self.delivery.wake(), lint=self.lint.check)
         self.listeners = Listeners(config, self.acceptance, context)
         self.http_runner = None
         self.metrics_runner = None
@@ -80,6 +82,7 @@ class Relay:
     async def start(self) -> None:
         prime_metrics(self.config)
         self.spool.start()
+        await self.lint.start()
         await self.listeners.start()
         if self.config.http is not None:
             tokens = self.acceptance.tokens
@@ -130,6 +133,7 @@ class Relay:
                 await stop_http(runner)
         await self.listeners.drain(drain_timeout)
         self.dmarc.close()
+        await self.lint.stop()
         await self.delivery.stop(drain_timeout)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -168,6 +172,8 @@ class Relay:
         self.acceptance.admission.max_total = server.max_connections
         self.acceptance.admission.max_per_ip = server.max_connections_per_ip
         self.acceptance.signer = signer
+        if config.content.languages != self.config.content.languages:
+            await self.lint.restart(tuple(config.content.languages))
         if config.feedback != self.config.feedback or config.http != self.config.http:
             log.warning("reload: feedback.unsubscribe and http changes take effect at the next "
                         "restart (links already sent must keep working with the same secret)")

@@ -1,4 +1,4 @@
-"""The `relay` command line: serve, check, users, keys, doctor, queue.
+"""The `relay` command line: serve, check, users, keys, doctor, queue, lint, ...
 
 Without `-c`, commands read `./relay.yaml` when it exists, else the embedded default
 (`relay/default.yaml`: everything under ./relay-data, a local outbox route, a demo user).
@@ -216,6 +216,13 @@ def cmd_feedback_ingest(args) -> int:
     return cmd_feedback_ingest(args, _load(args.config))
 
 
+def cmd_lint(args) -> int:
+    from relay.cli_lint import cmd_lint
+    from relay.config import Content
+    configured = args.config or DEFAULT_FILE.exists()     # no config: no demo key made here
+    return cmd_lint(args, _load(args.config).content if configured else Content())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relay", description="SMTP relay proxy")
     sub = p.add_subparsers(dest="command", required=True)
@@ -271,6 +278,15 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--force", action="store_true",
                     help="import again although this node did (its counts add twice)")
     fi.set_defaults(fn=cmd_fleet)
+
+    lint = with_config(sub.add_parser("lint", help="score a message against the deliverability "
+                                                   "guides' advice, with what to change"))
+    lint.add_argument("file", help="the message (.eml), or - for standard input")
+    lint.add_argument("--json", action="store_true", help="one JSON object")
+    lint.add_argument("--bulk", action="store_true",
+                      help="lint it as bulk mail (also when it has List-Unsubscribe, List-Id "
+                           "or Precedence: bulk)")
+    lint.set_defaults(fn=cmd_lint)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

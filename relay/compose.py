@@ -26,6 +26,7 @@ from relay.feedback.events import FeedbackKind
 from relay.feedback.intake import FeedbackIntake
 from relay.governor.governor import HoldReason
 from relay.governor.providers import ProviderMap, load_mapping
+from relay.lint.rules import RULES
 from relay.outbound import upstream
 from relay.outbound.retry import Backoff
 from relay.outbound.worker import Delivery
@@ -134,6 +135,9 @@ def prime_metrics(config: Config) -> None:
             metrics.DKIM_SIGNATURES.labels(algorithm, result)
     for result in SpfResult:
         metrics.SPF_CHECKS.labels(result.value)
+    if config.content.mode != "off":
+        for rule in RULES:
+            metrics.CONTENT_FINDINGS.labels(rule)
     for route in config.routes:
         metrics.DELIVERY_DURATION.labels(route)
         for result in metrics.DELIVERY_RESULTS:

@@ -391,6 +391,15 @@ class Feedback(Strict):
     soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
 
+class Content(Strict):
+    """The deliverability lint of outgoing mail (`relay/lint/`): `warn` counts and logs its
+    findings and never refuses; `refuse_bulk` refuses bulk mail scoring above `max_score`
+    (550 5.7.1 naming the top three findings); `off` does not look."""
+    mode: Literal["off", "warn", "refuse_bulk"] = "warn"
+    max_score: float = Field(default=10.0, gt=0)
+    languages: list[Literal["fr", "en"]] = Field(default=["fr", "en"], min_length=1)
+
+
 class Logging(Strict):
     """The log on stderr: `text` reads well on a terminal; `json` writes one object per line
     (every message event with its fields), for journald, Docker and log shippers."""
@@ -421,6 +430,7 @@ class Config(Strict):
     limits: Limits = Field(default_factory=Limits)
     reputation: Reputation = Field(default_factory=Reputation)
     feedback: Feedback = Field(default_factory=Feedback)
+    content: Content = Field(default_factory=Content)
     http: Http | None = None
     metrics: Metrics | None = None
     logging: Logging = Field(default_factory=Logging)
@@ -443,6 +453,11 @@ class Config(Strict):
                 lines.append(f"users[{i}].networks: no submission listener has auth: optional, "
                              f"so clients from {', '.join(user.networks)} must still AUTH as "
                              f"{user.username} (add e.g. a tls: none listener on 127.0.0.1)")
+        from relay.lint import freemail_domains
+        for name in sorted(set(self.domains) & freemail_domains()):
+            lines.append(f"domains.{name}: a free mailbox domain: its owner, not you, publishes "
+                         f"its DKIM keys and DMARC policy, so mail you send from it fails DMARC "
+                         f"at the receiver; send from your own domain")
         return lines
 
     @property
@@ -534,9 +549,22 @@ def _messages(error: ValidationError) -> list[str]:
     return lines
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as relay's keys mean it: `mode: off` is the word off (YAML 1.1 made on/off/yes/no
+    booleans, so `content.mode: off` read as False); only true and false are booleans, and
+    pydantic still takes yes/no/on/off where a key is one."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def parse(text: str, base: Path, source: str = "relay.yaml") -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):

@@ -39,6 +39,9 @@ SMTP_REPLIES = Counter(
 DKIM_SIGNATURES = Counter(
     "relay_dkim_signatures", "DKIM signatures made (messages and DSNs), by algorithm and result",
     ["algorithm", "result"], registry=REGISTRY)
+CONTENT_FINDINGS = Counter(
+    "relay_content_findings", "Deliverability lint findings in accepted and refused mail "
+    "(content.mode warn or refuse_bulk), by rule", ["rule"], registry=REGISTRY)
 SPF_CHECKS = Counter(
     "relay_spf_checks", "SPF evaluations of the gate at MAIL FROM (one per route egress IP; "
     "decisions served from its cache are not counted), by result", ["result"], registry=REGISTRY)

@@ -24,6 +24,7 @@ class Refusal(enum.StrEnum):
     HEADERS = "headers"              # From missing, repeated or unusable
     UNSUBSCRIBE = "unsubscribe_required"   # a mass send without RFC 8058 headers
     NOT_A_REPORT = "not_a_report"    # mail to a feedback listener that is no report
+    CONTENT = "content"              # bulk mail over content.max_score (content.mode: refuse_bulk)
     STORAGE = "storage"              # the spool's filesystem is below spool.min_free
     TEMPORARY = "temporary"          # relay's own failure: signing, spool, internal error
 
@@ -114,6 +115,8 @@ R550_BULK_NEEDS_UNSUBSCRIBE = Reply(550, "5.7.1", "Mass mailing (more than {thre
                                     "campaign within {window}) must carry List-Unsubscribe and "
                                     "List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)",
                                     Refusal.UNSUBSCRIBE)
+R550_CONTENT = Reply(550, "5.7.1", "Bulk mail refused for its content (score {score:g} over "
+                     "{max_score:g}): {findings}; see relay lint", Refusal.CONTENT)
 R550_NOT_A_REPORT = Reply(550, "5.7.1", "This is a feedback address: it takes only {accepted} "
                           "and relays nothing", Refusal.NOT_A_REPORT)
 R452_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later", Refusal.STORAGE)

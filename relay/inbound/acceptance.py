@@ -19,7 +19,10 @@
               `limits.bulk.recipients_threshold` recipients of one campaign within the window
               the message is bulk, and must carry RFC 8058 headers (`require`: 550 5.7.1
               without List-Unsubscribe; `inject`: one copy per recipient with relay's
-              one-click URL); Received added; DKIM signature(s) added (over those headers
+              one-click URL); the deliverability lint (`content.mode`, off the loop): its
+              findings counted and put in the `queued` event, and with `refuse_bulk`, bulk
+              mail scoring over `content.max_score` refused (550 5.7.1 naming the top three
+              findings); Received added; DKIM signature(s) added (over those headers
               too); space checked again for this message (452 4.3.1); stored durably in the
               spool; then `250 2.0.0 Ok: queued as <id>`.
 
@@ -32,7 +35,7 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from relay import metrics, replies
 from relay.checks import content, line_length, sender
@@ -46,6 +49,7 @@ from relay.errors import PolicyError, TemporaryError
 from relay.events import Event, emit
 from relay.feedback.reports import ACCEPTED, NotAReport, read_report
 from relay.governor.bulk import campaign_key
+from relay.lint import Report
 from relay.model import Principal, QueuedMessage, Recipient, Stream, new_queue_id
 from relay.replies import Reply
 from relay.signing.dkim import Signer
@@ -83,7 +87,8 @@ class Acceptance:
                  signer: Signer, spool: Spool, clock: Clock, signing_pool: Executor,
                  spf_gate: SpfGate, dmarc: DmarcMonitor, state: State,
                  space: SpaceGuard, tokens: "UnsubscribeTokens | None" = None,
-                 intake: "FeedbackIntake | None" = None, on_queued=lambda message: None) -> None:
+                 intake: "FeedbackIntake | None" = None, on_queued=lambda message: None,
+                 lint: "Callable[[bytes, bool], Awaitable[Report | None]] | None" = None) -> None:
         self.config = config
         self.users = users
         self.throttle = throttle
@@ -99,6 +104,7 @@ class Acceptance:
         self.tokens = tokens
         self.intake = intake
         self.on_queued = on_queued
+        self.lint = lint                # `lint/process.py` LintProcess.check
 
     # 1. connect
     def connect(self, session: SessionState) -> None:
@@ -183,6 +189,7 @@ class Acceptance:
                               for k, v in self.config.routes[route_name].headers.items())
         total = await self.state.campaign_total(session.sender_domain, campaign, len(recipients))
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
+        lint = await self._lint(data, stream)
         messages = []
         for group, extra in self._unsubscribe_groups(parsed, stream, session.sender_domain, recipients):
             copy = content.Parsed(parsed.headers + extra, parsed.body, parsed.from_address)
@@ -204,6 +211,8 @@ class Acceptance:
             emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
                  stream=stream.name.lower(), user=session.principal.username,
                  rcpts=len(message.recipients), size=len(message.body),
+                 lint_score=lint.score if lint else None,
+                 lint=",".join(f.rule for f in lint.findings if f.score) or None if lint else None,
                  reply=str(replies.R250_QUEUED.format(queue_id=queue_id)))
         metrics.MESSAGES_RECEIVED.labels(session.listener, stream.name.lower()).inc()
         self.on_queued(messages[0])
@@ -237,6 +246,26 @@ class Acceptance:
         return [([r], [(b"List-Unsubscribe", f" <{base}/{self.tokens.make(r, domain)}>".encode()),
                        (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click")])
                 for r in recipients]
+
+    async def _lint(self, data: bytes, stream: Stream) -> Report | None:
+        """The deliverability lint (`content.mode`), in the lint process: off the event loop
+        and off this process's GIL. No report (the lint failed or is late) never costs the
+        message."""
+        content = self.config.content
+        if content.mode == "off" or self.lint is None:
+            return None
+        report = await self.lint(data, stream is Stream.BULK)
+        if report is None:
+            return None
+        for finding in report.findings:
+            metrics.CONTENT_FINDINGS.labels(finding.rule).inc()
+        if content.mode == "refuse_bulk" and stream is Stream.BULK \
+                and report.score > content.max_score:
+            raise PolicyError(replies.R550_CONTENT.format(
+                score=report.score, max_score=content.max_score,
+                findings=", ".join(f"{f.rule} {f.score:g}" for f in report.top(3))),
+                f"content score {report.score:g}")
+        return report
 
     async def _limit_lines(self, parsed: content.Parsed, queue_id: str) -> None:
         """RFC 5322 §2.1.1: no line over 998 characters reaches a provider that would fold

@@ -344,3 +344,33 @@ def test_redacted_hides_password_hashes(brevo_key):
     assert data["routes"]["brevo"]["password_env"] == "RELAY_TEST_BREVO_KEY"
     # The config itself is untouched.
     assert cfg.users[0].password_hash.startswith("scrypt$")
+
+
+def test_off_written_bare_in_yaml_is_the_word_off():
+    """YAML 1.1 reads a bare `off` as false: relay's `mode: off` keys mean the word."""
+    text = ("server: {listeners: [{name: local, port: 2525, tls: none}]}\n"
+            "content: {mode: off}\n"
+            "limits: {bulk: {unsubscribe: off}, warmup: {per_provider: no}}\n")
+    parsed = config.parse(text, BASE)
+    assert parsed.content.mode == "off"
+    assert parsed.limits.bulk.unsubscribe == "off"
+    assert parsed.limits.warmup.per_provider is False     # a real boolean still reads yes/no
+
+
+def test_the_content_section_defaults_and_its_errors():
+    parsed = parse(MINIMAL)
+    assert (parsed.content.mode, parsed.content.max_score, parsed.content.languages) == \
+        ("warn", 10.0, ["fr", "en"])
+    errors = errors_of(with_(MINIMAL, content={"mode": "refuse", "max_score": 0,
+                                               "languages": ["de"]}))
+    assert any(e.startswith("content.mode:") for e in errors)
+    assert any(e.startswith("content.max_score:") for e in errors)
+    assert any(e.startswith("content.languages") for e in errors)
+
+
+def test_a_freemail_sender_domain_is_warned_about(monkeypatch):
+    monkeypatch.setenv("RELAY_TEST_BREVO_KEY", "xkeysib-secret")
+    data = with_(FULL, domains={"orange.fr": {"route": "brevo"}, "acme.fr": {"route": "brevo"}})
+    warnings = parse(data).warnings()
+    assert any(w.startswith("domains.orange.fr: a free mailbox domain") for w in warnings)
+    assert not any("acme.fr" in w for w in warnings)
