@@ -82,7 +82,8 @@ class Relay:
     async def start(self) -> None:
         prime_metrics(self.config)
         self.spool.start()
-        await self.lint.start()
+        if self.config.content.mode != "off":
+            await self.lint.start()
         await self.listeners.start()
         if self.config.http is not None:
             tokens = self.acceptance.tokens
@@ -172,7 +173,10 @@ class Relay:
         self.acceptance.admission.max_total = server.max_connections
         self.acceptance.admission.max_per_ip = server.max_connections_per_ip
         self.acceptance.signer = signer
-        if config.content.languages != self.config.content.languages:
+        if config.content.mode == "off":
+            await self.lint.stop()
+        elif self.config.content.mode == "off" or \
+                config.content.languages != self.config.content.languages:
             await self.lint.restart(tuple(config.content.languages))
         if config.feedback != self.config.feedback or config.http != self.config.http:
             log.warning("reload: feedback.unsubscribe and http changes take effect at the next "

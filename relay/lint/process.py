@@ -113,7 +113,8 @@ class LintProcess:
             await asyncio.gather(self._reader, return_exceptions=True)
 
     async def restart(self, languages: tuple[str, ...]) -> None:
-        """With other phrase lists (a reload that changed `content.languages`)."""
+        """With other phrase lists (a reload that changed `content.languages`), or at all (a
+        reload that turned the lint on)."""
         await self.stop()
         self.languages = languages
         await self.start()

@@ -66,3 +66,29 @@ def test_off_looks_at_nothing(make_relay):
     before = found("active_content")
     assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
     assert found("active_content") == before
+
+
+def test_a_reload_turns_the_lint_on_and_off(make_relay, tmp_path, upstream, server_cert,
+                                            dkim_keys):
+    """With `content.mode: off` no lint process runs; a reload to `warn` starts it, and one
+    back to `off` stops it."""
+    import yaml
+
+    from relay import config as config_module
+    from tests.conftest import base_config
+
+    relay = make_relay(**{"content": {"mode": "off"}, "routes.provider.port": 9})
+    assert relay.relay.lint._proc is None
+
+    def reload_to(mode: str) -> None:
+        data = base_config(tmp_path, upstream.port, server_cert, dkim_keys,
+                           **{"content": {"mode": mode}, "routes.provider.port": 9})
+        relay.relay.reread = lambda: config_module.parse(yaml.safe_dump(data), tmp_path)
+        assert relay.call(relay.relay.reload())
+
+    reload_to("warn")
+    before = found("active_content")
+    assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
+    assert found("active_content") == before + 1
+    reload_to("off")
+    assert relay.relay.lint._proc.returncode is not None
