@@ -7,10 +7,11 @@ process) starts `python -m relay.lint.process LANGUAGES`, writes it each message
 `<id> <bulk 0|1> <length>`, then the bytes) and reads one JSON line per message back (the
 report, or an error). The listener's share is a pipe write and a short JSON read.
 
-Never costs a message: a report that does not come within `timeout`, a lint that fails, or a
-child that died gives None, and the message goes on without its findings; a dead child is
-started again (after a second), and stops when its stdin closes (the listener stopped or was
-killed).
+A message is linted on its first 8 MB (`MAX_LINTED`): what a bigger one holds past that (the
+end of a large attachment) is not looked at. Never costs a message: a report that does not
+come within `timeout`, a lint that fails, or a child that died gives None, and the message
+goes on without its findings; a dead child is started again (after a second), and stops when
+its stdin closes (the listener stopped or was killed).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ log = logging.getLogger("relay.lint")
 
 _RESTART_DELAY = 1.0
 _LIMIT = 1 << 20                    # the longest report line
+MAX_LINTED = 8 << 20                # bytes of a message the lint reads: the rest is not looked at
 
 
 class LintProcess:
@@ -48,7 +50,10 @@ class LintProcess:
         self._reader = asyncio.create_task(self._read(self._proc))
 
     async def check(self, data: bytes, bulk: bool) -> Report | None:
-        """The report on `data`, or None when the lint cannot give one in time."""
+        """The report on `data` (its first `MAX_LINTED` bytes: a 50 MB message would keep
+        the lint busy, and every session waiting on it, for seconds), or None when the lint
+        cannot give one in time."""
+        data = data[:MAX_LINTED]
         proc = self._proc
         if proc is None or proc.returncode is not None or proc.stdin.is_closing():
             return None

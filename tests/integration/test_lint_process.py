@@ -77,3 +77,29 @@ def test_stop_ends_the_child():
         await lint.stop()
         return proc.returncode
     assert asyncio.run(scenario()) is not None
+
+
+def test_a_very_large_message_is_linted_on_its_first_megabytes():
+    """30 MB of attachment: the lint reads the first 8 MB (it is not kept busy for seconds,
+    with every session waiting on it), and still sees an attachment over the size limit."""
+    import base64
+
+    from relay.lint.process import MAX_LINTED
+    blob = base64.encodebytes(b"\x00" * (22 << 20)).replace(b"\n", b"\r\n")
+    big = (b"From: a@atelier.fr\r\nSubject: photos\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+           b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nLes photos.\r\n--b\r\n"
+           b"Content-Type: application/zip; name=photos.zip\r\nContent-Transfer-Encoding: base64\r\n"
+           b"Content-Disposition: attachment; filename=photos.zip\r\n\r\n" + blob + b"--b--\r\n")
+    assert len(big) > 3 * MAX_LINTED
+
+    async def scenario():
+        lint = LintProcess(("fr", "en"), timeout=5)
+        await lint.start()
+        try:
+            return await lint.check(big, bulk=False)
+        finally:
+            await lint.stop()
+    report = asyncio.run(scenario())
+    assert report is not None
+    size = next(f for f in report.findings if f.rule == "attachment_size")
+    assert 2.0 < float(size.evidence.split(" MB")[0]) <= MAX_LINTED / 1e6   # what it read
