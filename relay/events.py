@@ -112,13 +112,11 @@ class TurnHandler(logging.StreamHandler):
         except RuntimeError:
             loop = None
         with self.lock:
-            if loop is not None:
-                if not self._waiting:
-                    loop.call_soon(self.flush)
-                self._waiting.append(line)
-                return
+            if loop is not None and not self._waiting:
+                loop.call_soon(self.flush)
             self._waiting.append(line)
-        self.flush()
+        if loop is None:
+            self.flush()
 
     def flush(self) -> None:
         with self.lock:
@@ -130,7 +128,7 @@ class TurnHandler(logging.StreamHandler):
                 self.stream.write(text)
                 self.stream.flush()
             except Exception:                   # a closed or full stderr must not stop relay
-                self._waiting.clear()
+                pass
 
 
 _verbose = False

@@ -185,12 +185,10 @@ def bulk_no_unsubscribe_link(c: Context) -> Found | None:
         for href, label in h.links:
             if _UNSUBSCRIBE.search(t.fold(href + " " + label)):
                 return None
-    for line in c.message.text.splitlines():      # a text part: a link on a line that says so
-        if _URL.search(line) and _UNSUBSCRIBE.search(t.fold(line)):
-            return None
     lines = c.message.text.splitlines()
-    for i, line in enumerate(lines[:-1]):          # "To unsubscribe:" then the link below it
-        if _UNSUBSCRIBE.search(t.fold(line)) and _URL.search(lines[i + 1]):
+    for i, line in enumerate(lines):               # a text part: a line that says so, with
+        if _UNSUBSCRIBE.search(t.fold(line)) and \
+                any(_URL.search(near) for near in lines[i:i + 2]):    # a link on it or below
             return None
     return Found("text, html", "no link that says unsubscribe"
                  + (" (List-Unsubscribe alone is not enough)" if c.message.list_unsubscribe else ""))

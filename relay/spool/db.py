@@ -4,9 +4,9 @@ Owns durability and the connections. Writes go through one writer thread that co
 whatever is waiting in one transaction (group commit): under load, many sessions share one
 fsync instead of paying one each, and a write is durable (`synchronous=FULL`: the WAL is
 fsynced) when its future resolves. One failing write never takes the others down: the
-batch is rolled back and run again with a savepoint around each write. Reads run on a small pool of reader threads; WAL lets
-them proceed during writes. Writes commit in the order they were submitted: a write
-submitted before another is durable when the other is.
+batch is rolled back and run again with a savepoint around each write. Reads run on a small
+pool of reader threads; WAL lets them proceed during writes. Writes commit in the order they
+were submitted: a write submitted before another is durable when the other is.
 
 The listener and delivery processes each have a writer on the same database, and SQLite lets
 one write at a time. A writer that finds the database locked sleeps in SQLite's busy handler
