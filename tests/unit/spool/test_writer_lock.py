@@ -5,6 +5,7 @@ freed pages again as zeros."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -22,33 +23,53 @@ def wait_for(condition, deadline_s: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def test_a_writer_waits_for_the_lock_and_commits_after_its_holder(tmp_path):
-    asyncio.run(_writer_waits(tmp_path))
-
-
-async def _writer_waits(tmp_path):
+@pytest.fixture
+def spool_log(tmp_path):
+    """(path, a connection of the test's own, a started Database) over a table `log`."""
     path = tmp_path / "relay.sqlite3"
     setup = connect(path)
-    setup.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT)")
+    setup.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT UNIQUE)")
     db = Database(path)
     db.start()
-    other = os.open(f"{path}.lock", os.O_RDWR)       # another process's writer holds it
+    yield path, setup, db
+    setup.close()
+    db.close()
+
+
+@contextlib.contextmanager
+def other_writer(path):
+    """The lock held as the other process's writer would hold it."""
+    other = os.open(f"{path}.lock", os.O_RDWR)
     fcntl.flock(other, fcntl.LOCK_EX)
     try:
-        future = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('writer')"))
-        await asyncio.to_thread(wait_for, db._writer._requests.empty)    # taken, now waiting
-        setup.execute("BEGIN IMMEDIATE")       # free: the writer has not begun a transaction
-        setup.execute("INSERT INTO log (who) VALUES ('holder')")
-        setup.execute("COMMIT")
-        assert not future.done()
+        yield
     finally:
         fcntl.flock(other, fcntl.LOCK_UN)
         os.close(other)
-    await asyncio.wait_for(future, 5)
-    assert [who for (who,) in setup.execute("SELECT who FROM log ORDER BY seq")] == \
-        ["holder", "writer"]
-    setup.close()
-    db.close()
+
+
+def written(setup) -> list[str]:
+    return [who for (who,) in setup.execute("SELECT who FROM log ORDER BY seq")]
+
+
+def insert(who: str):
+    return lambda conn: conn.execute("INSERT INTO log (who) VALUES (?)", (who,))
+
+
+def test_a_writer_waits_for_the_lock_and_commits_after_its_holder(spool_log):
+    path, setup, db = spool_log
+
+    async def scenario():
+        with other_writer(path):
+            future = db.submit(insert("writer"))
+            await asyncio.to_thread(wait_for, db._writer._requests.empty)   # taken, waiting
+            setup.execute("BEGIN IMMEDIATE")     # free: the writer has not begun a transaction
+            setup.execute("INSERT INTO log (who) VALUES ('holder')")
+            setup.execute("COMMIT")
+            assert not future.done()
+        await asyncio.wait_for(future, 5)
+    asyncio.run(scenario())
+    assert written(setup) == ["holder", "writer"]
 
 
 def test_the_lock_is_released_after_a_failed_write(tmp_path):
@@ -75,39 +96,26 @@ def test_deleting_does_not_write_the_freed_pages_again_as_zeros(tmp_path):
     conn.close()
 
 
-def test_a_failing_write_in_a_batch_takes_none_of_the_others_down(tmp_path):
+def test_a_failing_write_in_a_batch_takes_none_of_the_others_down(spool_log):
     """Writes that wait together commit in one transaction, without a savepoint each; when
     one fails, the batch is run again with one each: the others commit, the failing write's
     first statement is undone, and its caller gets its exception."""
-    path = tmp_path / "relay.sqlite3"
-    setup = connect(path)
-    setup.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT UNIQUE)")
-    db = Database(path)
-    db.start()
+    path, setup, db = spool_log
 
     def half_then_fail(conn):
         conn.execute("INSERT INTO log (who) VALUES ('half')")
         conn.execute("INSERT INTO log (who) VALUES ('first')")       # UNIQUE: fails
 
     async def batch():
-        other = os.open(f"{path}.lock", os.O_RDWR)   # hold the writer so the three wait together
-        fcntl.flock(other, fcntl.LOCK_EX)
-        try:
-            first = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('first')"))
-            failing = db.submit(half_then_fail)
-            last = db.submit(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('last')"))
-        finally:
-            fcntl.flock(other, fcntl.LOCK_UN)
-            os.close(other)
-        return await asyncio.gather(first, failing, last, return_exceptions=True)
+        with other_writer(path):                 # hold the writer so the three wait together
+            futures = [db.submit(insert("first")), db.submit(half_then_fail),
+                       db.submit(insert("last"))]
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     results = asyncio.run(batch())
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception)
-    assert [who for (who,) in setup.execute("SELECT who FROM log ORDER BY seq")] == \
-        ["first", "last"]
-    setup.close()
-    db.close()
+    assert written(setup) == ["first", "last"]
 
 
 def test_a_batch_of_one_failing_write_commits_nothing_of_it(tmp_path):
