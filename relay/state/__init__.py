@@ -12,8 +12,8 @@ implementation to:
   warm-up and spike caps, counted at once), `record_outcome`, `record_feedback` (store the
   events, suppress, judge the domain's pause);
 - writes are idempotent: an outcome is keyed by queue id and attempt (which name its
-  recipients), a feedback event by its dedupe key, a suppression by (recipient, domain); a
-  retried call counts once.
+  recipients), a feedback event by its dedupe key, a suppression by (recipient, domain), a
+  DMARC aggregate report by (domain, org, report id); a retried call counts once.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from relay.feedback.events import FeedbackEvent
 from relay.governor.governor import Grant
 from relay.governor.reputation import Rates
 from relay.state.suppressions import Entry, SuppressionReason
+from relay.watch.aggregate import AggregateReport
+
+DMARC_RETENTION = 180 * 86400   # reports whose period ended longer ago are forgotten
 
 
 def new_reservation(ticket: str | None) -> str:
@@ -126,3 +129,18 @@ class State(Protocol):
     async def domain_status(self, domain: str) -> DomainStatus: ...
     async def check(self) -> None:
         """Raise unless the state answers a read (`/readyz`)."""
+
+    # --- DMARC aggregate reports (DESIGN "Reputation watch") ------------------------------
+    async def record_dmarc_report(self, report: AggregateReport) -> bool:
+        """Store one aggregate report under its domain (lowercase); False when a report with
+        the same (org_name, report_id) is already stored for that domain (a duplicate:
+        nothing changes). Atomic; forgets that domain's reports whose period ended more than
+        DMARC_RETENTION ago (by the state's clock). No outbox: a state that cannot take it
+        raises StateError, and whoever sent the report retries on our 451."""
+    async def dmarc_reports(self, domain: str, since: float) -> list[AggregateReport]:
+        """The domain's reports whose period ends at or after `since`, oldest first (by
+        begin, then end)."""
+    async def dmarc_totals(self, since: float) -> dict[str, tuple[int, int]]:
+        """domain -> (aligned, failing) messages summed over the reports ending at or after
+        `since`, for every domain with such reports. Called at every Prometheus scrape: it
+        decodes no report (each one's totals are kept beside its body)."""

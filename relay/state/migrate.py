@@ -1,11 +1,12 @@
 """`relay fleet import`: a relay's embedded governance state (the SQLite tables under its
 `spool.path`) added to the fleet's Redis, once, when it moves from `state.backend: sqlite` to
-`redis`: its suppressions, pauses, warm-up (first sends, the days' volumes and health), and
-the feedback events the rates still count. Without it the fleet would start the domain's
-warm-up again, forget who complained, and send to them.
+`redis`: its suppressions, pauses, warm-up (first sends, the days' volumes and health), the
+feedback events the rates still count, and the DMARC aggregate reports still kept. Without
+it the fleet would start the domain's warm-up again, forget who complained, and send to them.
 
 Counts add up (two relays that each governed alone both import, and the fleet knows both),
-so a node imports once: Redis remembers which nodes did (`relay:imported`).
+so a node imports once: Redis remembers which nodes did (`relay:imported`). DMARC reports
+are stored as they would arrive (deduplicated): a report two nodes both had is stored once.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from relay.clock import day_of
 from relay.spool.db import Database
-from relay.state import tables
+from relay.state import DMARC_RETENTION, tables
 from relay.state import suppressions
 from relay.state.redis import KNOWN_DAYS, RedisState
 from relay.state.redis_scripts import Refill, horizon
@@ -32,6 +33,7 @@ class Imported:
     suppressions: int = 0
     pauses: int = 0
     events: int = 0
+    dmarc_reports: int = 0          # new to the fleet
 
 
 def read_embedded(db: Database, config, now: float) -> dict[str, Refill]:
@@ -81,4 +83,6 @@ async def import_embedded(db: Database, state: RedisState, node: str, force: boo
         done.suppressions += len(refill.suppressions)
         done.pauses += any(field in ("op_reason", "policy_scope") for field, _ in refill.pause)
         done.events += len(refill.events)
+    for report in db.now(lambda conn: tables.dmarc_reports(conn, None, now - DMARC_RETENTION)):
+        done.dmarc_reports += await state.record_dmarc_report(report)
     return done

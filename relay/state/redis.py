@@ -30,19 +30,21 @@ from relay.governor.governor import (PAUSE_RECHECK, WHOLE, Grant, Hold, HoldReas
 from relay.governor.reputation import Rates, day_verdict, with_pause
 from relay.governor.warmup import SPIKE_DAYS
 from relay.spool.db import Database
-from relay.state import (DomainStatus, FeedbackResult, Outcome, StateError, new_reservation,
-                         status, tables)
+from relay.state import (DMARC_RETENTION, DomainStatus, FeedbackResult, Outcome, StateError,
+                         new_reservation, status, tables)
 from relay.state.batch import Batch
 from relay.state.outbox import Outbox
-from relay.state.redis_scripts import (PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback, Refill,
-                                      Scripts, prefix)
+from relay.state.redis_scripts import (DMARC_SCRIPT, PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback,
+                                      Refill, Scripts, prefix)
 from relay.state.suppressions import Entry, SuppressionReason
+from relay.watch.aggregate import AggregateReport
 
 log = logging.getLogger("relay.state")
 
 MESSAGE_IDS = "relay:mid:"          # + normalized Message-ID -> sender domain
 DOMAINS = "relay:domains"           # every sender domain the fleet has state for
 PAUSED = "relay:paused"             # the domains with a pause in effect
+DMARC_DOMAINS = "relay:dmarc:domains"   # the domains DMARC reports were stored for (dmarc.lua)
 NODES = "relay:nodes"               # node name -> when it last said it was alive
 HEARTBEAT = 10.0                    # seconds between a node's heartbeats
 SEEN_SUPPRESSIONS = 100_000         # remembered by a node, refused while Redis is down
@@ -117,6 +119,7 @@ class RedisState:
         self._replay_lock = asyncio.Lock()
         self._replaying: asyncio.Future | None = None
         self._refill = client.register_script(REFILL_SCRIPT)
+        self._dmarc = client.register_script(DMARC_SCRIPT)
         self._known: dict[str, _Known] = {}        # domain -> what this node did
         self._epochs: dict[str, float] = {}         # domain -> the epoch it last saw
         self._indexed: set[str] = set()             # domains this node put in DOMAINS
@@ -538,6 +541,49 @@ class RedisState:
             raise StateError(f"redis: {exc}") from None
         self._reachable(True)
 
+    # --- DMARC aggregate reports (dmarc.lua) ----------------------------------------------
+    # Each domain's reports are on its own keys (one hash tag: the script is valid on a
+    # Cluster); DMARC_DOMAINS, a key of its own, lists the domains for `dmarc_totals`. A
+    # domain is listed before its first report is stored, so no stored report goes unlisted
+    # (a listed domain whose reports expired only reads as empty).
+
+    @_answers
+    async def record_dmarc_report(self, report: AggregateReport) -> bool:
+        """No outbox: with Redis unreachable, StateError (the sender retries on our 451)."""
+        domain = _norm(report.domain)
+        await self.client.sadd(DMARC_DOMAINS, domain)
+        return bool(await self._dmarc(keys=[prefix(domain)], args=[
+            repr(self.clock.now()), DMARC_RETENTION, _report_key(report), repr(report.end),
+            f"{report.aligned}|{report.failing}", report.to_json()]))
+
+    @_answers
+    async def dmarc_reports(self, domain: str, since: float) -> list[AggregateReport]:
+        p = prefix(_norm(domain))
+        keys = await self.client.zrangebyscore(p + ":dmarc:end", since, "+inf")
+        bodies = await self.client.hmget(p + ":dmarc", keys) if keys else []
+        reports = [AggregateReport.from_json(b) for b in bodies if b is not None]   # None:
+        return sorted(reports, key=_oldest_first)                  # forgotten in between
+
+    @_answers
+    async def dmarc_totals(self, since: float) -> dict[str, tuple[int, int]]:
+        """Two round trips whatever the number of domains; no report is decoded."""
+        domains = sorted(d.decode() for d in await self.client.smembers(DMARC_DOMAINS))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for domain in domains:
+                pipe.zrangebyscore(prefix(domain) + ":dmarc:end", since, "+inf")
+            keys = await pipe.execute()
+        found = [(d, k) for d, k in zip(domains, keys) if k]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for domain, reports in found:
+                pipe.hmget(prefix(domain) + ":dmarc:sum", reports)
+            sums = await pipe.execute()
+        out = {}
+        for (domain, _), values in zip(found, sums):
+            pairs = [v.decode().split("|") for v in values if v is not None]
+            if pairs:
+                out[domain] = (sum(int(a) for a, _ in pairs), sum(int(f) for _, f in pairs))
+        return out
+
     # --- the fleet ----------------------------------------------------------------------
     async def heartbeat(self, node: str) -> None:
         """This node is alive (the listener process says so every `HEARTBEAT` seconds);
@@ -605,3 +651,13 @@ def _supp(domain: str) -> str:
 
 def _campaign(domain: str, campaign: str) -> str:
     return prefix(domain) + ":camp:" + campaign
+
+
+def _report_key(report: AggregateReport) -> str:
+    """A DMARC report's field in its domain's keys: (org, report id), unambiguously."""
+    return json.dumps(list(report.key), ensure_ascii=False, separators=(",", ":"))
+
+
+def _oldest_first(report: AggregateReport) -> tuple:
+    """As the embedded state orders them."""
+    return (report.begin, report.end, report.org_name, report.report_id)

@@ -3,9 +3,9 @@ script on one sender domain's keys, which share the hash tag `relay:{d:<domain>}
 so the scripts stay valid on Redis Cluster. Time inside a script is Redis's `TIME` (tests
 pass theirs). `decide` is `Governor.decide` (held to its answers by
 `tests/unit/state/test_redis_decide.py`), `record_feedback` the embedded state's feedback
-rules (`test_redis_feedback.py`); a reservation expires after `RESERVATION_LIFETIME`, so the
-recipients a node had in flight when it died do not count forever. `redis.py`'s RedisState
-calls them.
+rules (`test_redis_feedback.py`), `dmarc` stores one DMARC aggregate report; a reservation
+expires after `RESERVATION_LIFETIME`, so the recipients a node had in flight when it died do
+not count forever. `redis.py`'s RedisState calls them.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ _HEALTH = _COMMON + _LUA.joinpath("health.lua").read_text()
 _FEEDBACK = _HEALTH + _LUA.joinpath("feedback.lua").read_text()
 PAUSE_SCRIPT = _HEALTH + _LUA.joinpath("pause.lua").read_text()
 REFILL_SCRIPT = _HEALTH + _LUA.joinpath("refill.lua").read_text()
+DMARC_SCRIPT = _COMMON + _LUA.joinpath("dmarc.lua").read_text()
 RESERVATION_LIFETIME = 3600.0      # a node that died with recipients in flight: they go
 
 

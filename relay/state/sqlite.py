@@ -23,9 +23,11 @@ from relay.governor.governor import Governor, Grant
 from relay.governor.reputation import Rates, judge
 from relay.governor.warmup import SPIKE_DAYS
 from relay.spool.db import Database
-from relay.state import DomainStatus, FeedbackResult, Outcome, new_reservation, tables
+from relay.state import (DMARC_RETENTION, DomainStatus, FeedbackResult, Outcome, new_reservation,
+                         tables)
 from relay.state import status, suppressions
 from relay.state.suppressions import Entry, SuppressionReason
+from relay.watch.aggregate import AggregateReport
 
 SUPPRESS_AT_ONCE = {
     FeedbackKind.BOUNCED_HARD: SuppressionReason.HARD_BOUNCE,
@@ -186,6 +188,8 @@ class SqliteState:
             # events older than every window that counts them are only history: the event log
             horizon = now - 2 * max(window, self.config.feedback.soft_bounces.within)
             tables.forget_feedback(conn, horizon)
+            # a domain no report comes for any more: its last ones go too
+            tables.forget_dmarc_reports(conn, now - DMARC_RETENTION)
             return feedback.result
         return await self.db.write(write)
 
@@ -236,6 +240,17 @@ class SqliteState:
             await self.db.read(tables.known_domains)
         except sqlite3.Error as exc:
             raise RuntimeError(f"state not readable: {exc}") from None
+
+    # --- DMARC aggregate reports --------------------------------------------------------
+    async def record_dmarc_report(self, report: AggregateReport) -> bool:
+        before = self.clock.now() - DMARC_RETENTION
+        return await self.db.write(lambda conn: tables.record_dmarc_report(conn, report, before))
+
+    async def dmarc_reports(self, domain: str, since: float) -> list[AggregateReport]:
+        return await self.db.read(lambda conn: tables.dmarc_reports(conn, domain, since))
+
+    async def dmarc_totals(self, since: float) -> dict[str, tuple[int, int]]:
+        return await self.db.read(lambda conn: tables.dmarc_totals(conn, since))
 
 
 def _rates(conn: sqlite3.Connection, domain: str, since: float) -> Rates:

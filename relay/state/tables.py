@@ -20,6 +20,11 @@ them. Functions run on the caller's connection inside the caller's transaction;
                                              feedback that names only the message
     rate_windows  (key, entries)             the governor's sliding windows (JSON), saved
                                              when a delivery process stops, for the next
+    dmarc_reports (domain, org, report_id, period_begin, period_end, aligned, failing, body)
+                                             DMARC aggregate reports (deduped on domain, org
+                                             and report id); the body is the report's JSON,
+                                             its totals are beside it so that the metrics
+                                             never decode one
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from relay.clock import day_of
 from relay.config import Reputation
 from relay.governor.reputation import day_verdict, with_pause
 from relay.governor.governor import ramp
+from relay.watch.aggregate import AggregateReport
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ramp_days (
@@ -97,6 +103,20 @@ CREATE TABLE IF NOT EXISTS rate_windows (
     key TEXT PRIMARY KEY,
     entries TEXT NOT NULL
 ) WITHOUT ROWID;
+-- a rowid table: a report's body may be large (a row per source IP)
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    domain TEXT NOT NULL,
+    org TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    period_begin REAL NOT NULL,
+    period_end REAL NOT NULL,
+    aligned INTEGER NOT NULL,
+    failing INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (domain, org, report_id)
+);
+CREATE INDEX IF NOT EXISTS dmarc_by_domain ON dmarc_reports (domain, period_end);
+CREATE INDEX IF NOT EXISTS dmarc_by_end ON dmarc_reports (period_end);
 """
 
 
@@ -344,6 +364,45 @@ def save_windows(conn: sqlite3.Connection, windows: dict[str, list[tuple[float, 
 def load_windows(conn: sqlite3.Connection) -> dict[str, list[tuple[float, int]]]:
     return {key: [(ts, n) for ts, n in json.loads(entries)]
             for key, entries in conn.execute("SELECT key, entries FROM rate_windows")}
+
+
+def record_dmarc_report(conn: sqlite3.Connection, report: AggregateReport,
+                        ended_before: float) -> bool:
+    """Forget the domain's reports whose period ended before `ended_before`, then store
+    `report` under its domain in lower case; False when that domain already has a report
+    with the same (org, report id): nothing is stored then."""
+    domain = report.domain.lower()
+    forget_dmarc_reports(conn, ended_before, domain)
+    return conn.execute(
+        "INSERT OR IGNORE INTO dmarc_reports (domain, org, report_id, period_begin, period_end,"
+        " aligned, failing, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (domain, report.org_name, report.report_id, report.begin, report.end, report.aligned,
+         report.failing, report.to_json())).rowcount == 1
+
+
+def forget_dmarc_reports(conn: sqlite3.Connection, ended_before: float,
+                         domain: str | None = None) -> None:
+    """The reports whose period ended before `ended_before`, of `domain` or of every domain."""
+    only, args = (" AND domain = ?", (domain,)) if domain is not None else ("", ())
+    conn.execute("DELETE FROM dmarc_reports WHERE period_end < ?" + only, (ended_before, *args))
+
+
+def dmarc_reports(conn: sqlite3.Connection, domain: str | None,
+                  since: float) -> list[AggregateReport]:
+    """The reports whose period ends at or after `since`, of `domain` or of every domain,
+    oldest first."""
+    only, args = (" AND domain = ?", (domain.lower(),)) if domain is not None else ("", ())
+    return [AggregateReport.from_json(body) for (body,) in conn.execute(
+        "SELECT body FROM dmarc_reports WHERE period_end >= ?" + only +
+        " ORDER BY period_begin, period_end, org, report_id", (since, *args))]
+
+
+def dmarc_totals(conn: sqlite3.Connection, since: float) -> dict[str, tuple[int, int]]:
+    """domain -> (aligned, failing) over the reports ending at or after `since` (the bodies
+    are not read)."""
+    return {domain: (aligned, failing) for domain, aligned, failing in conn.execute(
+        "SELECT domain, SUM(aligned), SUM(failing) FROM dmarc_reports WHERE period_end >= ?"
+        " GROUP BY domain ORDER BY domain", (since,))}
 
 
 def export(conn: sqlite3.Connection, since_day: int, events_since: float) -> dict[str, list]:

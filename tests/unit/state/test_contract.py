@@ -29,10 +29,11 @@ from relay.feedback.events import FeedbackEvent, FeedbackKind, dedupe_key
 from relay.governor.governor import Grant, HoldReason
 from relay.governor.reputation import Rates
 from relay.spool.store import Spool
-from relay.state import Outcome, RampStatus, State
+from relay.state import DMARC_RETENTION, Outcome, RampStatus, State
 from relay.state.redis import RedisState
 from relay.state.sqlite import SqliteState
 from relay.state.suppressions import SuppressionReason
+from relay.watch.aggregate import AggregateReport, AuthResult, Row
 from tests.fakes.clock import FakeClock
 from tests.fakes.redis_server import RedisServer
 
@@ -805,6 +806,167 @@ def test_writes_not_waited_for_are_stored_once_a_later_write_is(state_factory):
     assert asyncio.run(scenario()) == (2, 4)
 
 
+# --- DMARC aggregate reports ------------------------------------------------------------
+
+def dmarc_row(source_ip: str, count: int, aligned: bool = True) -> Row:
+    """One source's messages: with `aligned`, an aligned DKIM pass, else both failing."""
+    return Row(source_ip, count, "none", "pass" if aligned else "fail", "fail", "acme.fr",
+               "bounce.acme.fr", (AuthResult("acme.fr", "pass" if aligned else "fail", "s1"),),
+               (AuthResult("bounce.acme.fr", "fail", scope="mfrom"),),
+               () if aligned else ("forwarded",))
+
+
+def dmarc_report(report_id: str, org: str = "google.com", domain: str = "acme.fr", *,
+                 begin: float = MIDNIGHT - DAY, end: float = MIDNIGHT,
+                 rows: tuple[Row, ...] = (dmarc_row("192.0.2.1", 10),
+                                          dmarc_row("198.51.100.7", 3, aligned=False))
+                 ) -> AggregateReport:
+    """A receiver's report on `domain` for one period: by default 10 aligned, 3 failing."""
+    return AggregateReport(org, f"dmarc@{org}", report_id, begin, end, domain, "none",
+                           "quarantine", "r", "s", False, "7489", rows)
+
+
+def test_a_dmarc_report_is_stored_under_its_domain_and_read_back_equal(state_factory):
+    """A recorded report is new, and read back equal (rows, auth results and all), under its
+    domain whatever the case the caller asks in; another domain has none."""
+    state = state_factory()
+    report = dmarc_report("r1")
+
+    async def scenario():
+        assert await state.record_dmarc_report(report) is True
+        assert await state.dmarc_reports("acme.fr", 0) == [report]
+        assert await state.dmarc_reports("ACME.Fr", 0) == [report]
+        assert await state.dmarc_reports("other.fr", 0) == []
+        assert await state.dmarc_totals(0) == {"acme.fr": (10, 3)}
+    asyncio.run(scenario())
+
+
+def test_a_dmarc_report_is_stored_under_its_domain_in_lower_case(state_factory):
+    """A report whose policy domain is written in capitals is stored under the domain in
+    lower case: one report for both spellings, counted under the lower-case domain."""
+    state = state_factory()
+    shouting = dmarc_report("r1", domain="ACME.FR")
+
+    async def scenario():
+        assert await state.record_dmarc_report(shouting) is True
+        assert await state.record_dmarc_report(dmarc_report("r1")) is False
+        assert await state.dmarc_reports("acme.fr", 0) == [shouting]
+        assert await state.dmarc_totals(0) == {"acme.fr": (10, 3)}
+    asyncio.run(scenario())
+
+
+def test_a_duplicate_dmarc_report_is_refused_and_changes_nothing(state_factory):
+    """The same (org, report id) for the same domain again, even with other rows and period,
+    is a duplicate: False, and the first report and its totals stay as they were."""
+    state = state_factory()
+    first = dmarc_report("r1")
+    again = dmarc_report("r1", begin=MIDNIGHT, end=TEN_AM, rows=(dmarc_row("203.0.113.9", 500),))
+
+    async def scenario():
+        assert await state.record_dmarc_report(first) is True
+        assert await state.record_dmarc_report(again) is False
+        assert await state.record_dmarc_report(first) is False
+        assert await state.dmarc_reports("acme.fr", 0) == [first]
+        assert await state.dmarc_totals(0) == {"acme.fr": (10, 3)}
+    asyncio.run(scenario())
+
+
+def test_a_report_id_is_another_report_from_another_org_or_for_another_domain(state_factory):
+    """A report is known by (org, report id) within its domain: the same report id from
+    another org, or from the same org about another domain, is stored too."""
+    state = state_factory()
+    google = dmarc_report("r1", "google.com")
+    yahoo = dmarc_report("r1", "yahoo.com", begin=MIDNIGHT - DAY + 1)
+    other = dmarc_report("r1", "google.com", domain="other.fr")
+
+    async def scenario():
+        assert [await state.record_dmarc_report(r) for r in (google, yahoo, other)] == [True] * 3
+        assert await state.dmarc_reports("acme.fr", 0) == [google, yahoo]
+        assert await state.dmarc_reports("other.fr", 0) == [other]
+    asyncio.run(scenario())
+
+
+def test_dmarc_reports_end_at_or_after_since_oldest_first(state_factory):
+    """`dmarc_reports(d, since)`: the reports whose period ends at or after `since` (one
+    ending exactly then included), by begin, then end, whatever order they came in."""
+    state = state_factory()
+    old = dmarc_report("old", begin=MIDNIGHT - 3 * DAY, end=MIDNIGHT - 2 * DAY)
+    day = dmarc_report("day", begin=MIDNIGHT - DAY, end=MIDNIGHT)
+    short = dmarc_report("short", "yahoo.com", begin=MIDNIGHT - DAY, end=MIDNIGHT - 3600)
+    early = dmarc_report("early", "microsoft.com", begin=MIDNIGHT - 2 * DAY, end=MIDNIGHT)
+
+    async def scenario():
+        for report in (day, old, short, early):
+            assert await state.record_dmarc_report(report)
+        assert await state.dmarc_reports("acme.fr", 0) == [old, early, short, day]
+        assert await state.dmarc_reports("acme.fr", MIDNIGHT - 3600) == [early, short, day]
+        assert await state.dmarc_reports("acme.fr", MIDNIGHT - 3599) == [early, day]
+        assert await state.dmarc_reports("acme.fr", MIDNIGHT + 1) == []
+    asyncio.run(scenario())
+
+
+def test_dmarc_totals_sum_aligned_and_failing_per_domain_since(state_factory):
+    """`dmarc_totals(since)`: per domain, the aligned and failing messages of its reports
+    ending at or after `since`; a domain without such reports is left out."""
+    state = state_factory()
+
+    async def scenario():
+        two_days_ago = {"begin": MIDNIGHT - 3 * DAY, "end": MIDNIGHT - 2 * DAY}
+        await state.record_dmarc_report(dmarc_report("a1", **two_days_ago))
+        await state.record_dmarc_report(dmarc_report("a2"))
+        await state.record_dmarc_report(dmarc_report("a3", "yahoo.com", rows=(
+            dmarc_row("192.0.2.1", 7), dmarc_row("192.0.2.2", 2),
+            dmarc_row("192.0.2.3", 1, aligned=False))))
+        await state.record_dmarc_report(dmarc_report("o1", domain="other.fr", **two_days_ago))
+        await state.record_dmarc_report(dmarc_report("e1", domain="empty.fr", rows=()))
+        assert await state.dmarc_totals(0) == {"acme.fr": (29, 7), "other.fr": (10, 3),
+                                               "empty.fr": (0, 0)}
+        assert await state.dmarc_totals(MIDNIGHT) == {"acme.fr": (19, 4), "empty.fr": (0, 0)}
+        assert await state.dmarc_totals(MIDNIGHT + 1) == {}
+    asyncio.run(scenario())
+
+
+def test_dmarc_reports_past_the_retention_are_forgotten_when_the_domain_gets_another(
+        state_factory):
+    """DMARC_RETENTION (180 days) after a report's period ended, the domain's next report
+    makes the state forget it (also as a duplicate: `r1` again is new); a report that ended
+    within the retention stays."""
+    state = state_factory()
+    clock = state_factory.clock
+    old = dmarc_report("r1", begin=TEN_AM - 2 * DAY, end=TEN_AM - DAY)
+    kept = dmarc_report("r2", begin=TEN_AM - DAY, end=TEN_AM)
+
+    async def scenario():
+        await state.record_dmarc_report(old)
+        await state.record_dmarc_report(kept)
+        clock.advance(DMARC_RETENTION)       # `old` ended a day past the retention, `kept` at it
+        fresh = dmarc_report("r3", begin=clock.now() - DAY, end=clock.now())
+        assert await state.record_dmarc_report(fresh) is True
+        assert await state.dmarc_reports("acme.fr", 0) == [kept, fresh]
+        assert await state.dmarc_totals(0) == {"acme.fr": (20, 6)}
+        assert await state.record_dmarc_report(old) is True     # forgotten: new again
+    asyncio.run(scenario())
+
+
+def test_dmarc_reports_survive_a_restart_and_are_seen_by_another_process(state_factory):
+    """A report recorded by one process is read, and refused as a duplicate, by another
+    process at once and by the next one after a restart."""
+    state = state_factory()
+    other = state_factory.another_process()
+    report = dmarc_report("r1")
+
+    async def scenario():
+        assert await state.record_dmarc_report(report) is True
+        assert await other.dmarc_reports("acme.fr", 0) == [report]
+        assert await other.dmarc_totals(0) == {"acme.fr": (10, 3)}
+        assert await other.record_dmarc_report(report) is False
+        fresh = await state_factory.restart(state)
+        assert await fresh.dmarc_reports("acme.fr", 0) == [report]
+        assert await fresh.dmarc_totals(0) == {"acme.fr": (10, 3)}
+        assert await fresh.record_dmarc_report(report) is False
+    asyncio.run(scenario())
+
+
 # --- SQLite only: its database's migrations ----------------------------------------------
 
 OLD_STATE = """
@@ -863,3 +1025,44 @@ def test_sqlite_a_state_from_before_per_provider_ramps_becomes_the_whole_domains
     conn.close()
     assert not {"domain_days", "domain_state"} & tables
     assert ramps == [("acme.fr", "", TODAY - 1, 3), ("acme.fr", "", TODAY, 2)]
+
+
+def test_sqlite_a_database_from_before_dmarc_reports_gets_their_table(tmp_path):
+    """SQLite only: a database written before DMARC reports were kept gets `dmarc_reports`
+    when SqliteState opens it, and stores them."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    with sqlite3.connect(directory / "relay.sqlite3") as conn:
+        conn.executescript(OLD_STATE)
+    conn.close()
+    report = dmarc_report("r1")
+
+    async def scenario(state: SqliteState):
+        assert await state.record_dmarc_report(report) is True
+        assert await state.dmarc_reports("acme.fr", 0) == [report]
+    spool = Spool(directory)
+    spool.start()
+    try:
+        asyncio.run(scenario(SqliteState(spool.db, make_config(directory), FakeClock(TEN_AM))))
+    finally:
+        spool.close()
+
+
+def test_sqlite_reevaluate_forgets_the_reports_of_a_domain_that_gets_no_more(tmp_path):
+    """SQLite only (on Redis the domain's keys expire): `reevaluate()` forgets every domain's
+    reports past DMARC_RETENTION, also of a domain no report comes for any more."""
+    directory = tmp_path / "spool"
+    clock = FakeClock(TEN_AM)
+    spool = Spool(directory)
+    spool.start()
+
+    async def scenario(state: SqliteState):
+        await state.record_dmarc_report(dmarc_report("r1", domain="gone.fr"))
+        clock.advance(DMARC_RETENTION + DAY)
+        assert await state.dmarc_reports("gone.fr", 0) != []      # nothing came: still there
+        await state.reevaluate()
+        assert await state.dmarc_reports("gone.fr", 0) == []
+    try:
+        asyncio.run(scenario(SqliteState(spool.db, make_config(directory), clock)))
+    finally:
+        spool.close()

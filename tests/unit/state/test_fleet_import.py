@@ -1,7 +1,7 @@
 """`relay fleet import`: a relay that governed alone on SQLite joins a fleet; what it knew
 (warm-up days per provider and their volumes, an unhealthy day, the rates' feedback,
-suppressions, pauses) is the fleet's afterwards: every domain's status reads the same from
-Redis as it did from SQLite. A node imports once.
+suppressions, pauses, DMARC aggregate reports) is the fleet's afterwards: every domain's
+status reads the same from Redis as it did from SQLite. A node imports once.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from relay.state.sqlite import SqliteState
 from relay.state.suppressions import SuppressionReason
 from tests.fakes.clock import FakeClock
 from tests.fakes.redis_server import RedisServer
-from tests.unit.state.test_contract import event
+from tests.unit.state.test_contract import dmarc_report, event
 
 DAY = 86400
 START = 20_000 * DAY + 10 * 3600
@@ -53,13 +53,16 @@ def test_the_fleet_knows_what_the_node_knew(tmp_path):
             clock.advance(DAY)
         await embedded.suppress("gone@example.net", "acme.fr", SuppressionReason.MANUAL)
         await embedded.pause("shop.fr", "moving providers")
+        for org in ("google.com", "yahoo.com"):
+            await embedded.record_dmarc_report(dmarc_report("r1", org, begin=START, end=START + DAY))
     asyncio.run(govern_alone())
 
     async def statuses(state) -> tuple:
         return (await state.domain_status("acme.fr"), await state.domain_status("shop.fr"),
-                await state.suppressions(), await state.paused(), await state.rates("acme.fr"))
+                await state.suppressions(), await state.paused(), await state.rates("acme.fr"),
+                await state.dmarc_reports("acme.fr", 0), await state.dmarc_totals(0))
     before = asyncio.run(statuses(embedded))
-    assert before[0].days_not_counted and before[2] and before[3]       # the scenario has each part
+    assert before[0].days_not_counted and before[2] and before[3] and before[5]  # each part
 
     with RedisServer(tmp_path / "redis") as server:
         async def join() -> tuple:
@@ -73,6 +76,7 @@ def test_the_fleet_knows_what_the_node_knew(tmp_path):
         done, after = asyncio.run(join())
     spool.close()
     assert (done.domains, done.suppressions) == (2, 4)      # 3 complainers and 1 by hand
+    assert done.dmarc_reports == 2
     assert done.pauses == len(before[3]) == 2               # by hand, and the complaints'
     assert after == before
 
