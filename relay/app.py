@@ -43,6 +43,8 @@ from relay.compose import open_stores, preflight, prime_metrics
 from relay.spool.gauges import SpoolCollector
 from relay.spool.space import SpaceGuard
 from relay.state.redis import HEARTBEAT
+from relay.watch.dmarc_intake import DmarcIntake
+from relay.watch.watch import BlocklistWatch
 
 log = logging.getLogger("relay")
 
@@ -62,6 +64,7 @@ class Relay:
         self.delivery = DeliveryProcess(config)
         self.intake = FeedbackIntake(self.state)
         self.lint = LintProcess(tuple(config.content.languages))
+        self.blocklists = BlocklistWatch(lambda: self.config, self.resolver, self.clock)
         server = config.server
         self.acceptance = Acceptance(
             config, Users(config.users), AuthThrottle(server.auth_failures, self.clock),
@@ -70,7 +73,9 @@ class Relay:
             SpfGate(config, SpfEvaluator(self.resolver), self.clock), self.dmarc, self.state,
             SpaceGuard(config.spool_min_free, self.spool.free_bytes, self.clock), tokens,
             self.intake,
-            on_queued=lambda message: self.delivery.wake(), lint=self.lint.check)
+            on_queued=lambda message: self.delivery.wake(), lint=self.lint.check,
+            on_links=self.blocklists.saw_links,
+            dmarc_reports=DmarcIntake(self.state, lambda: self.config))
         self.listeners = Listeners(config, self.acceptance, context)
         self.http_runner = None
         self.metrics_runner = None
@@ -78,6 +83,7 @@ class Relay:
         self.http_port: int | None = None
         self._stop = asyncio.Event()
         self._heartbeat: asyncio.Future | None = None
+        self._watching: asyncio.Future | None = None
 
     async def start(self) -> None:
         prime_metrics(self.config)
@@ -96,7 +102,7 @@ class Relay:
         if self.config.metrics is not None:
             registry = metrics.CollectorRegistry()
             registry.register(metrics.Merged(self.delivery.samples))
-            gauges = SpoolCollector(lambda: self.config, self.clock, self.state)
+            gauges = SpoolCollector(lambda: self.config, self.clock, self.state, self.blocklists)
             registry.register(gauges)
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
                       "spool_space": self.acceptance.space.ready, "state": self.state.check}
@@ -108,6 +114,7 @@ class Relay:
             log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
                      self.metrics_port)
         await self.delivery.start()
+        self._watching = asyncio.ensure_future(self.blocklists.run())
         if self.config.state.backend == "redis":
             self._heartbeat = asyncio.ensure_future(self._beat())
         log.info("relay started: %d listener(s), %d route(s), %d domain(s), spool %s",
@@ -136,8 +143,9 @@ class Relay:
         self.dmarc.close()
         await self.lint.stop()
         await self.delivery.stop(drain_timeout)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._watching):
+            if task is not None:
+                task.cancel()
         await self.state.close()
         self.spool.close()
         self.signing_pool.shutdown(wait=True)

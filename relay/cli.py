@@ -125,8 +125,31 @@ def cmd_doctor(args) -> int:
     from relay import doctor
     from relay.clock import SystemClock
     from relay.dns import DnsResolver
-    resolver = DnsResolver(config.dns.nameservers, config.dns.timeout, SystemClock())
-    return doctor.run(config, args.domain, resolver, as_json=args.json)
+    clock = SystemClock()
+    resolver = DnsResolver(config.dns.nameservers, config.dns.timeout, clock)
+    domain = doctor.configured_domain(config, args.domain)
+    return doctor.run(config, domain, resolver, as_json=args.json,
+                      reports=_dmarc_reports(config, domain, clock.now()), now=clock.now())
+
+
+def _dmarc_reports(config: Config, domain: str, now: float) -> list | None:
+    """The stored DMARC reports `relay doctor` reads (the domain's and its organizational
+    domain's, last READY_DAYS days); None, said on stderr, when the state cannot be read."""
+    from relay.checks.dmarc import organizational_domain
+    from relay.cli_state import _with_state
+    from relay.watch.dmarc_view import DAY, READY_DAYS
+
+    async def load(state, _spool) -> list:
+        names = dict.fromkeys([domain, organizational_domain(domain)])
+        return [r for name in names for r in await state.dmarc_reports(name, now - READY_DAYS * DAY)]
+    if config.state.backend == "sqlite" and not (config.spool.path / "relay.sqlite3").exists():
+        return []                                 # relay has not run here: nothing stored
+    try:
+        return _with_state(config, load)
+    except Exception as exc:                  # no spool yet, no Redis: the DNS checks still run
+        print(f"relay: the DMARC reports could not be read ({exc}); skipping them",
+              file=sys.stderr)
+        return None
 
 
 def when_local(ts: float) -> str:
@@ -216,6 +239,11 @@ def cmd_feedback_ingest(args) -> int:
     return cmd_feedback_ingest(args, _load(args.config))
 
 
+def cmd_dmarc(args) -> int:
+    from relay.cli_dmarc import cmd_dmarc
+    return cmd_dmarc(args, _load(args.config))
+
+
 def cmd_lint(args) -> int:
     from relay.cli_lint import cmd_lint
     from relay.config import Content
@@ -249,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--directory", default=".", help="where to write DOMAIN.SELECTOR.pem")
     g.set_defaults(fn=cmd_keys_generate)
 
-    d = with_config(sub.add_parser("doctor", help="check a domain's SPF, DKIM and DMARC records"))
+    d = with_config(sub.add_parser("doctor", help="check a domain's SPF, DKIM and DMARC records, "
+                                                  "blocklist listings and DMARC reports"))
     d.add_argument("domain")
     d.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     d.set_defaults(fn=cmd_doctor)
@@ -287,6 +316,19 @@ def parser() -> argparse.ArgumentParser:
                       help="lint it as bulk mail (also when it has List-Unsubscribe, List-Id "
                            "or Precedence: bulk)")
     lint.set_defaults(fn=cmd_lint)
+
+    dm = sub.add_parser("dmarc", help="DMARC aggregate reports").add_subparsers(
+        dest="action", required=True)
+    di = with_config(dm.add_parser("ingest", help="store the DMARC aggregate reports of a mail "
+                                                  "or an .xml, .xml.gz or .zip file"))
+    di.add_argument("target", metavar="FILE", help="the file, or - for standard input")
+    di.set_defaults(fn=cmd_dmarc)
+    dr = with_config(dm.add_parser("report", help="who sends as a domain, aligned or not, and "
+                                                  "what to fix"))
+    dr.add_argument("target", metavar="DOMAIN")
+    dr.add_argument("--days", type=_positive, default=14, help="the last N days (default 14)")
+    dr.add_argument("--json", action="store_true", help="one JSON object")
+    dr.set_defaults(fn=cmd_dmarc)
 
     q = with_config(sub.add_parser("queue", help="inspect and act on the queue"))
     q.add_argument("action", choices=["list", "show", "retry", "delete"])

@@ -150,7 +150,8 @@ def cmd_feedback_ingest(args, config: Config) -> int:
     try:
         events = read_report(sys.stdin.buffer.read(), SystemClock().now())
     except NotAReport as exc:
-        print(f"relay: standard input is none of {ACCEPTED}: {exc}", file=sys.stderr)
+        print(f"relay: standard input is none of {ACCEPTED}: {exc} (a DMARC aggregate "
+              f"report goes to `relay dmarc ingest`)", file=sys.stderr)
         return 1
     if not events:
         print("relay: the report on standard input names no recipient to act on", file=sys.stderr)
@@ -208,5 +209,5 @@ def cmd_fleet_import(args, config: Config) -> int:
         return 1
     print(f"imported from node {node}: {done.domains} domain(s), {done.suppressions} "
           f"suppression(s), {done.pauses} pause(s), {done.events} feedback event(s) still in "
-          "the rates' window, warm-up days and volumes")
+          f"the rates' window, {done.dmarc_reports} DMARC report(s), warm-up days and volumes")
     return 0

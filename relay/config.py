@@ -400,6 +400,29 @@ class Content(Strict):
     languages: list[Literal["fr", "en"]] = Field(default=["fr", "en"], min_length=1)
 
 
+class Blocklists(Strict):
+    """The DNS blocklist watch (`relay/watch/`): every `interval`, the routes' egress IPs
+    are looked up in `ip_zones`, the sender domains (and the domains linked from bulk mail
+    seen in the last day) in `domain_zones`. Zones and their answers' meanings are
+    `relay/watch/zones.yaml`; empty lists turn that half of the watch off."""
+    interval: Duration = Field(default=parse_duration("1h"), ge=60)
+    ip_zones: list[str] = ["zen.spamhaus.org", "bl.spamcop.net", "psbl.surriel.com",
+                           "bl.mailspike.net"]
+    domain_zones: list[str] = ["dbl.spamhaus.org", "multi.surbl.org"]
+
+    @field_validator("ip_zones", "domain_zones")
+    @classmethod
+    def _zone_names(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower().rstrip(".") for v in value]
+        for name in names:
+            if not _HOSTNAME.match(name):
+                raise ValueError(f"{name!r} is not a DNS zone name")
+        return list(dict.fromkeys(names))
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
 class Logging(Strict):
     """The log on stderr: `text` reads well on a terminal; `json` writes one object per line
     (every message event with its fields), for journald, Docker and log shippers."""
@@ -431,6 +454,7 @@ class Config(Strict):
     reputation: Reputation = Field(default_factory=Reputation)
     feedback: Feedback = Field(default_factory=Feedback)
     content: Content = Field(default_factory=Content)
+    blocklists: Blocklists = Field(default_factory=Blocklists)
     http: Http | None = None
     metrics: Metrics | None = None
     logging: Logging = Field(default_factory=Logging)

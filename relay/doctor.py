@@ -1,4 +1,5 @@
-"""`relay doctor DOMAIN`: the domain's SPF, DKIM and DMARC as published, against relay.yaml.
+"""`relay doctor DOMAIN`: the domain's SPF, DKIM and DMARC as published, against relay.yaml;
+its blocklist listings and what its DMARC aggregate reports say (`watch/doctor_checks.py`).
 
 Owns the checks a domain owner runs before sending through relay, and the DNS records that
 fix what is missing or wrong:
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import enum
 import json
 import sys
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -32,63 +31,12 @@ from relay.checks.spf_gate import fix_for
 from relay.config import Config, DkimKey, Route
 from relay.dns import DnsTemporaryError, Resolver
 from relay.errors import ConfigError
+from relay.doctor_report import Report, Status
 from relay.signing import dkim
+from relay.watch import doctor_checks
+from relay.watch.aggregate import AggregateReport
 
 PROBE_IP = "192.0.2.1"        # TEST-NET-1 (RFC 5737): matches no term, so every term is counted
-
-
-class Status(enum.StrEnum):
-    OK = "OK"
-    WARN = "WARN"
-    MISSING = "MISSING"
-    WRONG = "WRONG"
-    ERROR = "ERROR"
-
-
-@dataclass(frozen=True)
-class Check:
-    area: str                 # SPF | DKIM | DMARC
-    name: str                 # what was checked: "record", "route brevo", "selector s1"
-    status: Status
-    found: str                # what was found, and what to do about it
-
-
-@dataclass(frozen=True)
-class Record:
-    name: str
-    type: str
-    value: str
-    reason: str
-
-    @property
-    def strings(self) -> list[str]:
-        """The value as TXT character-strings of at most 255 octets."""
-        return dkim.txt_strings(self.value)
-
-
-@dataclass
-class Report:
-    domain: str
-    route: str
-    checks: list[Check] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.status in (Status.OK, Status.WARN) for c in self.checks)
-
-    def add(self, area: str, name: str, status: Status, found: str) -> None:
-        self.checks.append(Check(area, name, status, found))
-
-    def publish(self, name: str, value: str, reason: str) -> None:
-        self.records.append(Record(name, "TXT", value, reason))
-
-    def as_dict(self) -> dict:
-        return {"domain": self.domain, "route": self.route, "ok": self.ok,
-                "checks": [{"area": c.area, "check": c.name, "status": c.status.value,
-                            "found": c.found} for c in self.checks],
-                "records": [{"name": r.name, "type": r.type, "value": r.value,
-                             "strings": r.strings, "reason": r.reason} for r in self.records]}
 
 
 def configured_domain(config: Config, name: str) -> str:
@@ -101,10 +49,18 @@ def configured_domain(config: Config, name: str) -> str:
     raise ConfigError([f"{wanted} is not one of the configured domains (domains: {known})"])
 
 
-async def examine(config: Config, domain: str, resolver: Resolver) -> Report:
-    """Every check of a configured domain, in order: SPF, DKIM, DMARC."""
+async def examine(config: Config, domain: str, resolver: Resolver,
+                  reports: list[AggregateReport] | None = None, now: float = 0.0) -> Report:
+    """Every check of a configured domain, in order: SPF, DKIM, DMARC, blocklists, and
+    (given the stored DMARC aggregate reports, `None` when the state could not be read)
+    what the reports say."""
     report = Report(domain, config.domains[domain].route)
-    for area, check in (("SPF", _spf), ("DKIM", _dkim), ("DMARC", _dmarc)):
+    checks = [("SPF", _spf), ("DKIM", _dkim), ("DMARC", _dmarc),
+              ("Blocklists", doctor_checks.blocklists)]
+    if reports is not None:
+        checks.append(("DMARC", lambda r, c, d, res: doctor_checks.dmarc_reports(
+            r, c, d, res, reports, now)))
+    for area, check in checks:
         try:
             await check(report, config, domain, resolver)
         except DnsTemporaryError as exc:
@@ -113,10 +69,11 @@ async def examine(config: Config, domain: str, resolver: Resolver) -> Report:
 
 
 def run(config: Config, name: str, resolver: Resolver, as_json: bool = False,
-        out: TextIO | None = None) -> int:
+        out: TextIO | None = None, reports: list[AggregateReport] | None = None,
+        now: float = 0.0) -> int:
     """`relay doctor`: examine, print, and return the exit code (0: all OK or WARN)."""
     domain = configured_domain(config, name)
-    report = asyncio.run(examine(config, domain, resolver))
+    report = asyncio.run(examine(config, domain, resolver, reports, now))
     out = out or sys.stdout
     out.write(json.dumps(report.as_dict(), indent=2) + "\n" if as_json else render(report))
     return 0 if report.ok else 1
@@ -365,10 +322,11 @@ def _dmarc_alignment(report: Report, config: Config, domain: str,
 
 def render(report: Report) -> str:
     """The human report: one line per check, then the records to publish."""
+    width = max([22] + [len(c.area + c.name) + 1 for c in report.checks])
     lines = [f"relay doctor {report.domain} (route {report.route})", "",
-             f"  {'CHECK':<22} {'STATUS':<8} FOUND"]
+             f"  {'CHECK':<{width}} {'STATUS':<8} FOUND"]
     for c in report.checks:
-        lines.append(f"  {c.area + ' ' + c.name:<22} {c.status.value:<8} {c.found}")
+        lines.append(f"  {c.area + ' ' + c.name:<{width}} {c.status.value:<8} {c.found}")
     if report.records:
         lines += ["", "Records to publish:"]
         for r in report.records:

@@ -37,6 +37,10 @@ class Event(enum.StrEnum):
     COMPLAINED = "complained"
     PAUSED = "paused"
     RESUMED = "resumed"
+    BLOCKLIST_LISTED = "blocklist_listed"      # a watched IP or domain appeared in a zone
+    BLOCKLIST_CLEARED = "blocklist_cleared"    # ... and is no longer listed there
+    BLOCKLIST_REFUSED = "blocklist_refused"    # a zone answers our queries with error codes
+    DMARC_REPORT = "dmarc_report"              # an aggregate report was stored
 
 
 def emit(event: Event, **fields: object) -> None:

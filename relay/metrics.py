@@ -141,6 +141,18 @@ SPOOL_GAUGES = {
              "filesystem plus SQLite's free pages", []),
     "min_free": ("relay_spool_min_free_bytes", "spool.min_free: with less free, new mail gets "
                  "452 4.3.1", []),
+    "blocklist_listed": ("relay_blocklist_listed", "Watched names the zone lists at its last "
+                         "check (kind ip: the routes' egress IPs; domain: sender domains and the "
+                         "domains linked from bulk mail); the names are in the blocklist_listed "
+                         "event and `relay doctor`", ["zone", "kind"]),
+    "blocklist_refused": ("relay_blocklist_refused", "1 when the zone answered its last check "
+                          "with error answers (it refuses our queries: use a local resolver "
+                          "or a DQS key), else 0", ["zone"]),
+    "blocklist_checked": ("relay_blocklist_last_check_timestamp_seconds", "When the blocklists "
+                          "were last checked (Unix time; 0 before the first check)", []),
+    "dmarc": ("relay_dmarc_messages", "Messages sent as the domain that the DMARC aggregate "
+              "reports of the last 7 days counted, by result: aligned (DMARC pass) or failing",
+              ["domain", "result"]),
 }
 
 

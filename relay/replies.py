@@ -121,6 +121,11 @@ R550_NOT_A_REPORT = Reply(550, "5.7.1", "This is a feedback address: it takes on
                           "and relays nothing", Refusal.NOT_A_REPORT)
 R452_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later", Refusal.STORAGE)
 R250_FEEDBACK = Reply(250, "2.0.0", "Ok: report read ({events} event(s), {new} new)")
+R550_BAD_DMARC_REPORT = Reply(550, "5.6.0", "DMARC aggregate report refused: {problem}",
+                              Refusal.NOT_A_REPORT)
+R250_DMARC_REPORTS = Reply(250, "2.0.0", "Ok: {reports} DMARC aggregate report(s) read, {new} new")
+R451_REPORT_NOT_STORED = Reply(451, "4.3.0", "Temporary failure storing the report, try again later",
+                               Refusal.TEMPORARY)
 R250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 R451_SIGNING_FAILED = Reply(451, "4.3.0", "Temporary failure signing the message, try again later", Refusal.TEMPORARY)
 R451_SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later", Refusal.TEMPORARY)

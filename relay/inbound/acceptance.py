@@ -56,10 +56,12 @@ from relay.signing.dkim import Signer
 from relay.state.suppressions import SuppressionReason
 from relay.spool.space import SpaceGuard
 from relay.spool.store import Spool
-from relay.state import State
+from relay.state import State, StateError
+from relay.watch.dmarc_reports import NotAggregateReport, ReportError
 
 if TYPE_CHECKING:
     from relay.feedback.intake import FeedbackIntake
+    from relay.watch.dmarc_intake import DmarcIntake
     from relay.web.tokens import UnsubscribeTokens
 
 log = logging.getLogger("relay.acceptance")
@@ -88,7 +90,9 @@ class Acceptance:
                  spf_gate: SpfGate, dmarc: DmarcMonitor, state: State,
                  space: SpaceGuard, tokens: "UnsubscribeTokens | None" = None,
                  intake: "FeedbackIntake | None" = None, on_queued=lambda message: None,
-                 lint: "Callable[[bytes, bool], Awaitable[Report | None]] | None" = None) -> None:
+                 lint: "Callable[[bytes, bool], Awaitable[Report | None]] | None" = None,
+                 on_links: "Callable[[tuple[str, ...]], None] | None" = None,
+                 dmarc_reports: "DmarcIntake | None" = None) -> None:
         self.config = config
         self.users = users
         self.throttle = throttle
@@ -105,6 +109,8 @@ class Acceptance:
         self.intake = intake
         self.on_queued = on_queued
         self.lint = lint                # `lint/process.py` LintProcess.check
+        self.on_links = on_links        # bulk mail's link hosts, for the blocklist watch
+        self.dmarc_reports = dmarc_reports
 
     # 1. connect
     def connect(self, session: SessionState) -> None:
@@ -221,15 +227,32 @@ class Acceptance:
     async def feedback_report(self, data: bytes) -> Reply:
         """A `role: feedback` listener's DATA: a DSN (RFC 3464) or ARF report (RFC 5965)
         becomes feedback events, counted only when they name (by Message-ID) a message relay
-        sent, so a forged report cannot suppress addresses or pause a domain; anything else
-        is refused (550 5.7.1 naming what the address takes), never accepted and dropped."""
+        sent, so a forged report cannot suppress addresses or pause a domain; a DMARC
+        aggregate report about a domain relay sends for is stored (`watch/dmarc_intake.py`);
+        anything else is refused (550 naming what the address takes or what is wrong with
+        the report), never accepted and dropped."""
         try:
             events = read_report(content.normalize_line_endings(data), self.clock.now())
         except NotAReport as exc:
-            raise PolicyError(replies.R550_NOT_A_REPORT.format(accepted=ACCEPTED),
-                              f"not a report: {exc}") from None
+            return await self._dmarc_report(data, exc)
         new = await self.intake.record(events, trusted=False) if events else 0
         return replies.R250_FEEDBACK.format(events=len(events), new=new)
+
+    async def _dmarc_report(self, data: bytes, not_feedback: NotAReport) -> Reply:
+        if self.dmarc_reports is None:
+            raise PolicyError(replies.R550_NOT_A_REPORT.format(accepted=_FEEDBACK_TAKES),
+                              f"not a report: {not_feedback}")
+        try:
+            ingested = await self.dmarc_reports.ingest(data)
+        except NotAggregateReport as exc:
+            raise PolicyError(replies.R550_NOT_A_REPORT.format(accepted=_FEEDBACK_TAKES),
+                              f"not a report: {not_feedback}; {exc}") from None
+        except ReportError as exc:
+            raise PolicyError(replies.R550_BAD_DMARC_REPORT.format(problem=_one_line(exc)),
+                              f"DMARC report refused: {exc}") from None
+        except StateError as exc:
+            raise TemporaryError(replies.R451_REPORT_NOT_STORED, str(exc)) from None
+        return replies.R250_DMARC_REPORTS.format(reports=len(ingested.reports), new=ingested.new)
 
     def _unsubscribe_groups(self, parsed: content.Parsed, stream: Stream, domain: str,
                             recipients: list[str]) -> list[tuple[list[str], list[content.Header]]]:
@@ -259,6 +282,8 @@ class Acceptance:
             return None
         for finding in report.findings:
             metrics.CONTENT_FINDINGS.labels(finding.rule).inc()
+        if report.links and self.on_links is not None:
+            self.on_links(report.links)
         if content.mode == "refuse_bulk" and stream is Stream.BULK \
                 and report.score > content.max_score:
             raise PolicyError(replies.R550_CONTENT.format(
@@ -294,12 +319,21 @@ class Acceptance:
             raise TemporaryError(replies.R451_SPOOL_FAILED, str(exc)) from exc
 
 
+# What a feedback listener takes, as its refusal of anything else names it.
+_FEEDBACK_TAKES = ACCEPTED.replace(" and ", ", ") + " and DMARC aggregate reports (RFC 7489)"
+
 _SUPPRESSION_REPLIES = {
     SuppressionReason.UNSUBSCRIBED: replies.R550_UNSUBSCRIBED,
     SuppressionReason.HARD_BOUNCE: replies.R550_HARD_BOUNCED,
     SuppressionReason.COMPLAINT: replies.R550_COMPLAINED,
     SuppressionReason.SOFT_BOUNCES: replies.R550_SOFT_BOUNCED,
 }
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An error's text fit for a reply line: printable ASCII, bounded."""
+    text = " ".join(str(exc).split()).encode("ascii", "replace").decode()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _human(seconds: float) -> str:

@@ -40,6 +40,7 @@ class Finding:
 class Report:
     findings: list[Finding]
     language: str
+    links: tuple[str, ...] = ()      # bulk mail: the hosts its http(s) links point to
 
     @property
     def score(self) -> float:
@@ -51,7 +52,7 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"score": self.score, "language": self.language,
-                "findings": [asdict(f) for f in self.findings]}
+                "findings": [asdict(f) for f in self.findings], "links": list(self.links)}
 
 
 def _data(name: str) -> str:
@@ -107,4 +108,4 @@ class Linter:
                 advice = entry["advice"].get(language) or entry["advice"]["en"]
                 score = entry["score"] if found.score is None else found.score
                 findings.append(Finding(name, float(score), found.where, found.evidence, advice))
-        return Report(findings, language)
+        return Report(findings, language, r.link_hosts(message) if bulk else ())

@@ -78,7 +78,8 @@ class LintProcess:
             try:
                 answer = json.loads(line)
                 future = self._pending.get(answer["id"])
-                report = (Report([Finding(**f) for f in answer["findings"]], answer["language"])
+                report = (Report([Finding(**f) for f in answer["findings"]], answer["language"],
+                                 tuple(answer.get("links", ())))
                           if "findings" in answer else None)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("the lint process wrote an unreadable line (%s); ignored", exc)

@@ -178,6 +178,20 @@ _UNSUBSCRIBE = re.compile(r"unsubscri|desinscri|desabonn|opt[ -]?out|stop (?:rec
 _URL = re.compile(r"(?:https?://|mailto:)\S+", re.I)
 
 
+_HOST = re.compile(r"https?://(?:[^/?#@\s]*@)?([A-Za-z0-9.-]+\.[A-Za-z]{2,63})(?=[:/?#\s\"'<>)]|$)",
+                   re.I)
+MAX_LINK_HOSTS = 20
+
+
+def link_hosts(message: Extracted) -> tuple[str, ...]:
+    """The hosts the message's http(s) links point to (HTML hrefs and text URLs), for the
+    blocklist watch: a linked domain on a blocklist gets the mail refused as surely."""
+    found = [m.group(1) for h in message.html for href, _ in h.links
+             for m in [_HOST.match(href.strip())] if m]
+    found += _HOST.findall(message.text)
+    return tuple(dict.fromkeys(host.lower().rstrip(".") for host in found))[:MAX_LINK_HOSTS]
+
+
 def bulk_no_unsubscribe_link(c: Context) -> Found | None:
     if not c.bulk:
         return None

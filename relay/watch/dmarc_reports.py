@@ -114,9 +114,12 @@ def _attachments(data: bytes) -> list[tuple[str, bytes]]:
     """A mail's report parts: by file name (.xml, .xml.gz, .gz, .zip), or by content type.
 
     compat32 because it never raises on a malformed header and keeps what was sent."""
-    message = email.message_from_bytes(data, policy=email.policy.compat32)
-    parts = [part for part in message.walk()
-             if not part.is_multipart() and _is_report_part(part)]
+    try:
+        message = email.message_from_bytes(data, policy=email.policy.compat32)
+        parts = [part for part in message.walk()
+                 if not part.is_multipart() and _is_report_part(part)]
+    except RecursionError:       # `email` parses nested parts recursively: ~300 levels deep
+        raise NotAggregateReport("the message's MIME parts are nested too deep to read") from None
     if not parts:
         raise NotAggregateReport("the message has no .xml, .xml.gz or .zip attachment")
     if len(parts) > MAX_ATTACHMENTS:
@@ -216,6 +219,8 @@ def _parse(where: str, xml: bytes) -> AggregateReport:
         raise ReportError(f"{where} declares a DTD or entities, which relay refuses") from None
     except ParseError as exc:
         raise ReportError(f"{where} is malformed XML ({exc})") from None
+    except LookupError as exc:       # an encoding="..." Python does not know
+        raise ReportError(f"{where} declares an unknown encoding ({exc})") from None
     return _report(where, root, schema, tuple(rows))
 
 

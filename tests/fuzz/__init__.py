@@ -13,6 +13,7 @@ budget, for a deeper run before a release or after changing a parser.
     line-length re-encoding; the same under tracemalloc test_mime_fuzz.py             150 + 60
     DSN, ARF, read_report: bytes and sample mutations   test_report_parsers_fuzz.py   300
     DSN, ARF, read_report: generated reports            test_report_parsers_fuzz.py   300
+    DMARC aggregate reports: bytes and sample mutations test_dmarc_reports_fuzz.py    300
     webhook parsers, per provider (5)                   test_webhook_fuzz.py          200 each
     webhook bodies and headers over HTTP                test_webhook_fuzz.py          80
     config.parse: YAML-ish text; example mutations      test_config_fuzz.py           200 + 300

@@ -77,7 +77,8 @@ def test_correct_domain_passes(config, good_zone):
     assert statuses(report) == {
         "SPF record": Status.OK, "SPF lookups": Status.OK, "SPF route brevo": Status.OK,
         "DKIM selector rsa1": Status.OK, "DKIM selector ed1": Status.OK,
-        "DMARC policy": Status.OK, "DMARC reports": Status.OK, "DMARC alignment": Status.OK}
+        "DMARC policy": Status.OK, "DMARC reports": Status.OK, "DMARC alignment": Status.OK,
+        "Blocklists zones": Status.OK}
     assert "2 of 10 DNS lookups" in text
     assert "RSA 2048 bits" in text and "Ed25519" in text
     assert "Records to publish" not in text and "acme.fr: ready to send through relay" in text

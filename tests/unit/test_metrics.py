@@ -35,7 +35,10 @@ from relay.state import tables
 from relay.state.sqlite import SqliteState
 from relay.state.suppressions import SuppressionReason
 from tests.conftest import base_config
+from relay.watch.aggregate import AggregateReport, Row
+from relay.watch.watch import BlocklistWatch
 from tests.fakes.clock import FakeClock
+from tests.fakes.dns_server import ZoneResolver
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DAY = 86400
@@ -368,9 +371,18 @@ def scrape(collector: SpoolCollector) -> dict:
 
 
 @pytest.fixture
-def gauges(config, governance, clock):
+def watch(config, clock):
+    """The blocklist watch, on a zone listing acme.fr in dbl.spamhaus.org and refusing
+    multi.surbl.org's queries (bit 1); no round has run."""
+    zone = {("acme.fr.dbl.spamhaus.org", "A"): ["127.0.1.2"],
+            ("acme.fr.multi.surbl.org", "A"): ["127.0.0.1"]}
+    return BlocklistWatch(lambda: config, ZoneResolver(zone), clock)
+
+
+@pytest.fixture
+def gauges(config, governance, clock, watch):
     """gauges() -> the collector's samples now, by (name, labels)."""
-    collector = SpoolCollector(lambda: config, clock, governance)
+    collector = SpoolCollector(lambda: config, clock, governance, watch)
     return lambda: scrape(collector)
 
 
@@ -413,6 +425,38 @@ def test_an_empty_spool_reads_as_zeros(gauges):
 def test_the_spool_gauges_are_the_documented_ones(gauges):
     """SpoolCollector yields exactly the gauges `documented()` lists as read from the spool."""
     assert {name for name, _ in gauges()} == {name for name, _, _ in metrics.SPOOL_GAUGES.values()}
+
+
+def test_blocklist_gauges_read_the_watchs_last_round(config, gauges, watch):
+    """Before a round: every configured zone at 0, last check 0. After one: the listing is
+    counted under its zone and kind, the refusing zone is flagged, never a listing."""
+    found = gauges()
+    assert value(found, "relay_blocklist_last_check_timestamp_seconds") == 0
+    for zone in config.blocklists.ip_zones:
+        assert value(found, "relay_blocklist_listed", zone=zone, kind="ip") == 0
+        assert value(found, "relay_blocklist_refused", zone=zone) == 0
+    run(watch.check())
+    found = gauges()
+    assert value(found, "relay_blocklist_listed", zone="dbl.spamhaus.org", kind="domain") == 1
+    assert value(found, "relay_blocklist_listed", zone="multi.surbl.org", kind="domain") == 0
+    assert value(found, "relay_blocklist_refused", zone="multi.surbl.org") == 1
+    assert value(found, "relay_blocklist_refused", zone="dbl.spamhaus.org") == 0
+    assert value(found, "relay_blocklist_last_check_timestamp_seconds") == T
+
+
+def test_dmarc_gauge_counts_the_last_weeks_reports(gauges, governance):
+    """relay_dmarc_messages: aligned and failing messages of the reports that ended within
+    the last 7 days, per domain; older reports no longer count."""
+    def report(rid, end, aligned, failing):
+        rows = (Row("192.0.2.1", aligned, "none", "pass", "fail", "acme.fr"),
+                Row("203.0.113.9", failing, "none", "fail", "fail", "acme.fr"))
+        return AggregateReport("google.com", "", rid, end - 86400, end, "acme.fr", rows=rows)
+    run(governance.record_dmarc_report(report("new", T - 3600, 90, 4)))
+    run(governance.record_dmarc_report(report("old", T - 8 * 86400, 500, 500)))
+    found = gauges()
+    assert value(found, "relay_dmarc_messages", domain="acme.fr", result="aligned") == 90
+    assert value(found, "relay_dmarc_messages", domain="acme.fr", result="failing") == 4
+    assert value(found, "relay_dmarc_messages", domain="other.fr", result="failing") == 0
 
 
 def test_queue_messages_are_counted_as_ready_deferred_or_held(spool, gauges):
@@ -565,11 +609,11 @@ def test_paused_shows_the_scope_of_each_domains_pause(spool, governance, gauges,
     assert not [v for (name, _), v in found.items() if name == "relay_domain_paused" and v]
 
 
-def test_domains_come_from_the_running_configuration(config_of, governance, clock, config):
+def test_domains_come_from_the_running_configuration(config_of, governance, clock, config, watch):
     """The config is read at every scrape: a domain added by a reload gets its series, a
     removed one loses them."""
     current = [config]
-    collector = SpoolCollector(lambda: current[0], clock, governance)
+    collector = SpoolCollector(lambda: current[0], clock, governance, watch)
     assert value(scrape(collector), "relay_domain_warmup_day", domain="other.fr") == 0
     current[0] = config_of(**{"domains": {"new.fr": {"route": "provider"}}})
     domains = {dict(labels).get("domain") for name, labels in scrape(collector)

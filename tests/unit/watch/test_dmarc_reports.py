@@ -429,3 +429,12 @@ def test_large_report_is_streamed_with_bounded_memory():
     counts, peak_kib = run_measured(LARGE, str(DATA / "yahoo-bare.xml"))
     assert counts == f"{17672 * 3} {17672 * 94}"
     assert peak_kib < 150 * 1024
+
+
+def test_mime_nested_too_deep_is_no_report():
+    """1000 nested multiparts make `email` recurse past Python's limit: that is no report
+    (the feedback listener then answers 550, not 451 for an internal error)."""
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+                       for i in range(1000))
+    with pytest.raises(NotAggregateReport, match="nested too deep"):
+        read_reports(b"Subject: x\r\n" + opening + b"Content-Type: text/plain\r\n\r\nx\r\n")
