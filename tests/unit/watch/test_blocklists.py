@@ -242,3 +242,14 @@ def test_linked_domains_are_bounded(tmp_path):
     watch.saw_links(f"d{i}.example" for i in range(MAX_LINKED + 50))
     assert len(watch.linked) == MAX_LINKED
     assert "d0.example" not in watch.linked and f"d{MAX_LINKED + 49}.example" in watch.linked
+
+
+def test_a_refusal_keeps_the_last_real_answer(tmp_path):
+    """A listed IP whose zone starts refusing our queries stays listed (the refusal says
+    nothing about it), and no blocklist_cleared is said."""
+    zone_dict = listed_zone()
+    watch = BlocklistWatch(lambda: config(tmp_path), ZoneResolver(zone_dict), FakeClock(1000.0))
+    asyncio.run(watch.check())
+    zone_dict[("10.2.0.192.zen.spamhaus.org", "A")] = ["127.255.255.255"]
+    asyncio.run(watch.check())
+    assert watch.listed[(ZEN, "ip")] == 2 and set(watch.refused) == {ZEN}
