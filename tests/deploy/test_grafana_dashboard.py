@@ -1,6 +1,7 @@
-"""deploy/grafana: the dashboard has the panels issue 6 lists, queries only series relay
-exposes (and Prometheus's `up`) in valid PromQL, draws the reputation thresholds, and is
-provisioned with its datasource in compose."""
+"""deploy/grafana: the dashboard has the panels issue 6 and the reputation watch list,
+queries only series relay exposes (and Prometheus's `up`) in valid PromQL, draws the
+reputation thresholds, lays its panels out without overlap, and is provisioned with its
+datasource in compose."""
 import json
 import re
 import subprocess
@@ -48,12 +49,17 @@ REQUIRED_PANELS = {
     "Feedback events": "relay_feedback_events_total",
     "Suppressions by reason": "relay_suppressions",
     "Paused domains": "relay_domain_paused",
+    # the reputation watch
+    "Blocklist listings by zone": "relay_blocklist_listed",
+    "Zones refusing our queries over time": "relay_blocklist_refused",
+    "DMARC messages per domain": "relay_dmarc_messages",
+    "DMARC failing share per domain": "relay_dmarc_messages",
 }
 
 
 @pytest.mark.parametrize("title", sorted(REQUIRED_PANELS))
 def test_dashboard_has_the_panel(title):
-    """Each panel of the issue's list is there and reads its series."""
+    """Each panel of the issues' lists is there and reads its series."""
     [match] = [p for p in panels() if p["title"] == title and p["type"] != "stat"]
     read = set().union(*(metric_names(t["expr"]) for t in match["targets"]))
     assert REQUIRED_PANELS[title] in read
@@ -67,7 +73,13 @@ def test_series_by_label():
                          ("Complaint rate per domain", "domain"), ("Bounce rate per domain", "domain"),
                          ("Warm-up day per domain", "domain"),
                          ("Governor deferrals by reason", "reason"),
-                         ("Rejections by reason", "reason")):
+                         ("Rejections by reason", "reason"),
+                         ("Blocklist listings by zone", "zone"),
+                         ("Blocklist listings by zone", "kind"),
+                         ("Zones refusing our queries over time", "zone"),
+                         ("DMARC messages per domain", "domain"),
+                         ("DMARC messages per domain", "result"),
+                         ("DMARC failing share per domain", "domain")):
         [target] = panel(title)["targets"]
         assert re.search(rf"by \([^)]*\b{label}\b", target["expr"]), title
         assert "{{" + label + "}}" in target["legendFormat"], title
@@ -82,14 +94,37 @@ def test_duration_panel_shows_quantiles_of_the_histogram():
 
 
 @pytest.mark.parametrize("title, limits", [("Complaint rate per domain", [0.001, 0.003]),
-                                           ("Bounce rate per domain", [0.02, 0.05])])
+                                           ("Bounce rate per domain", [0.02, 0.05]),
+                                           ("DMARC failing share per domain", [0.05])])
 def test_reputation_panels_draw_the_limits(title, limits):
-    """Complaint rates show lines at 0.10% and 0.30%, bounce rates at 2% and 5%, as percentages."""
+    """Complaint rates show lines at 0.10% and 0.30%, bounce rates at 2% and 5%, DMARC
+    failing shares at RelayDmarcFailing's 5%, as percentages."""
     defaults = panel(title)["fieldConfig"]["defaults"]
     steps = [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
     assert steps == limits
     assert defaults["custom"]["thresholdsStyle"]["mode"].startswith("line")
     assert defaults["unit"] == "percentunit"
+
+
+def test_reputation_watch_row():
+    """A "Reputation watch" row holds the blocklist and DMARC panels (every panel between it
+    and the next row reads a relay_blocklist_* or relay_dmarc_* series, all of those are
+    there, and together they read each of the four); the DMARC panels follow the $domain
+    variable."""
+    rows = sorted((p["gridPos"]["y"], p["title"]) for p in dashboard()["panels"]
+                  if p["type"] == "row")
+    [(top, _)] = [(y, title) for y, title in rows if title == "Reputation watch"]
+    bottom = min([y for y, _ in rows if y > top], default=float("inf"))
+    inside = [p for p in panels() if top < p["gridPos"]["y"] < bottom]
+    watch = [p for p in panels() if any(m.startswith(("relay_blocklist_", "relay_dmarc_"))
+                                        for t in p["targets"] for m in metric_names(t["expr"]))]
+    assert inside and sorted(p["id"] for p in inside) == sorted(p["id"] for p in watch)
+    read = {m for p in inside for t in p["targets"] for m in metric_names(t["expr"])}
+    assert read == {"relay_blocklist_listed", "relay_blocklist_refused",
+                    "relay_blocklist_last_check_timestamp_seconds", "relay_dmarc_messages"}
+    for expr in (t["expr"] for p in watch for t in p["targets"]):
+        if "relay_dmarc_messages" in metric_names(expr):
+            assert expr.count('domain=~"$domain"') == expr.count("relay_dmarc_messages"), expr
 
 
 def test_queries_read_only_series_relay_exposes():
@@ -104,8 +139,8 @@ def test_queries_read_only_series_relay_exposes():
         bare = re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", bare)      # a variable's label
         others |= {name for name in re.findall(r"[a-zA-Z_:][\w:]*", bare)
                    if not name.startswith("relay_")}
-    functions = {"sum", "max", "count", "rate", "increase", "histogram_quantile", "or", "and",
-                 "vector", "label_values"}
+    functions = {"sum", "max", "min", "count", "rate", "increase", "histogram_quantile", "or",
+                 "and", "vector", "time", "label_values"}
     assert others - functions <= {"up"}, others - functions
 
 
@@ -134,13 +169,19 @@ def test_every_panel_uses_the_datasource_variable():
 
 
 def test_dashboard_layout_is_sound():
-    """Unique panel ids, a grid position on the 24-column grid for each, a recent schema."""
+    """Unique panel ids, a grid position on the 24-column grid for each, no two panels on the
+    same cell, a recent schema."""
     d = dashboard()
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
+    taken: dict[tuple[int, int], str] = {}
     for p in d["panels"]:
         pos = p["gridPos"]
         assert pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
+        for cell in ((x, y) for x in range(pos["x"], pos["x"] + pos["w"])
+                     for y in range(pos["y"], pos["y"] + pos["h"])):
+            assert cell not in taken, (p["title"], taken[cell])
+            taken[cell] = p["title"]
     assert d["schemaVersion"] >= 36 and d["uid"] == "relay"
 
 

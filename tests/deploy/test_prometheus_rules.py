@@ -1,13 +1,14 @@
 """deploy/prometheus: promtool accepts the configuration and the rules, the rules' unit tests
-pass and show every alert firing, every alert is labelled and explained, the alerts the issue
-asks for exist, and every series they read is one relay exposes."""
+pass and show every alert firing, every alert is labelled and explained, the alerts the issues
+ask for (and the README names) exist, and every series they read is one relay exposes."""
+import re
 import subprocess
 
 import pytest
 
 from relay.metrics import series_names
-from tests.deploy.support import (COMPOSE_RELAY_YAML, PROMETHEUS, compose_relays, load_yaml,
-                                  metric_names, tool)
+from tests.deploy.support import (COMPOSE_RELAY_YAML, PROMETHEUS, ROOT, compose_relays,
+                                  load_yaml, metric_names, tool)
 
 RULES = PROMETHEUS / "rules.yml"
 RULES_TEST = PROMETHEUS / "rules_test.yml"
@@ -86,6 +87,38 @@ def test_the_alerts_of_the_issue_exist():
     assert rules["RelayDown"]["for"] == "2m"
     assert any("== 1" in r["expr"] for r in having("relay_domain_paused"))
     assert having("relay_delivery_process_restarts_total")
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration of one unit ("90m", "2h") in seconds."""
+    number, unit = re.fullmatch(r"(\d+)([smhd])", duration).groups()
+    return int(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def test_the_reputation_watch_alerts_exist():
+    """A zone listing a watched name; a zone refusing our queries for an hour or more (one
+    refused round is no alert); no blocklist round for hours; a domain whose DMARC reports
+    count over 5% failing messages, on some volume."""
+    rules = alerts()
+    listed = rules["RelayBlocklisted"]["expr"]
+    assert metric_names(listed) == {"relay_blocklist_listed"} and "> 0" in listed
+    refused = rules["RelayBlocklistQueriesRefused"]
+    assert metric_names(refused["expr"]) == {"relay_blocklist_refused"}
+    assert "== 1" in refused["expr"]
+    assert seconds(refused["for"]) >= 3600
+    stale = rules["RelayBlocklistCheckStale"]["expr"]
+    assert "relay_blocklist_last_check_timestamp_seconds" in metric_names(stale)
+    assert "time()" in stale
+    dmarc = rules["RelayDmarcFailing"]["expr"]
+    assert metric_names(dmarc) == {"relay_dmarc_messages"}
+    assert 'result="failing"' in dmarc and "> 0.05" in dmarc
+
+
+def test_the_alerts_the_readme_names_exist():
+    """Every `Relay...` alert name README.md quotes is an alert of rules.yml."""
+    named = set(re.findall(r"`(Relay[A-Z]\w*)`", (ROOT / "README.md").read_text()))
+    assert named, "no alert names found in README.md: the extraction is broken"
+    assert named <= set(alerts()), sorted(named - set(alerts()))
 
 
 def test_rules_and_their_tests_read_only_series_relay_exposes():
