@@ -40,6 +40,7 @@ from relay.inbound.server import Listeners
 from relay.lint.process import LintProcess
 from relay.outbound.process import DeliveryProcess
 from relay.compose import open_stores, preflight, prime_metrics
+from relay.console import Console, make_app as console_app
 from relay.spool.gauges import SpoolCollector
 from relay.spool.space import SpaceGuard
 from relay.state.redis import HEARTBEAT
@@ -106,13 +107,17 @@ class Relay:
             registry.register(gauges)
             checks = {"listeners": self.listeners.check, "spool": self.spool.check_writable,
                       "spool_space": self.acceptance.space.ready, "state": self.state.check}
+            private = health.make_app(registry, checks, before_scrape=gauges.refresh,
+                                      degraded=frozenset({"state"} if self.config.state.backend
+                                                         == "redis" else ()))
+            if self.config.console.enabled:       # on reload, console.users apply at once
+                private.add_subapp("/console/", console_app(Console(
+                    lambda: self.config, self.state, self.spool, self.resolver, self.clock,
+                    self.acceptance.throttle, self.blocklists)))
             self.metrics_runner, self.metrics_port = await start_http(
-                health.make_app(registry, checks, before_scrape=gauges.refresh,
-                                degraded=frozenset({"state"} if self.config.state.backend
-                                                   == "redis" else ())),
-                self.config.metrics.address, self.config.metrics.port)
-            log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", self.config.metrics.address,
-                     self.metrics_port)
+                private, self.config.metrics.address, self.config.metrics.port)
+            log.info("metrics on %s:%d (/metrics, /healthz, /readyz%s)", self.config.metrics.address,
+                     self.metrics_port, ", /console/" if self.config.console.enabled else "")
         await self.delivery.start()
         self._watching = asyncio.ensure_future(self.blocklists.run())
         if self.config.state.backend == "redis":

@@ -208,7 +208,9 @@ def cmd_queue(args) -> int:
             end = message.body.find(b"\r\n\r\n")
             print(message.body[:end].decode("utf-8", "replace"))
             return 0
-        done = spool.retry_now(args.id) if args.action == "retry" else spool.delete(args.id)
+        from relay import operations
+        act = operations.retry_message if args.action == "retry" else operations.delete_message
+        done = act(spool, args.id, operations.cli_operator())
         if not done:
             print(f"relay: no queued message {args.id}", file=sys.stderr)
             return 1

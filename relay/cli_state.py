@@ -10,6 +10,7 @@ import datetime
 import sys
 from typing import Awaitable, Callable, TypeVar
 
+from relay import operations
 from relay.cli import when_local
 from relay.clock import DAY, SystemClock, day_of
 from relay.config import Config
@@ -49,11 +50,11 @@ def cmd_domains(args, config: Config) -> int:
         return 1
     domain = (args.domain or "").lower()
     if args.action == "pause":
-        _with_state(config, lambda state, _: state.pause(domain, "paused by the operator"))
+        _with_state(config, lambda state, _: operations.pause_domain(state, domain, operations.cli_operator()))
         print(f"{domain}: paused (its mail is accepted and waits in the queue)")
         return 0
     if args.action == "resume":
-        if _with_state(config, lambda state, _: state.resume(domain)):
+        if _with_state(config, lambda state, _: operations.resume_domain(state, domain, operations.cli_operator())):
             print(f"{domain}: resumed (held mail leaves within seconds)")
         else:
             print(f"{domain}: was not paused")
@@ -117,15 +118,15 @@ def _show(s: DomainStatus, config: Config, queued: tuple[int, float | None]) -> 
 
 
 def cmd_suppressions(args, config: Config) -> int:
-    from relay.state.suppressions import SuppressionReason
     if args.action in ("add", "remove"):
         if not (args.recipient and args.domain):
             print(f"relay: suppressions {args.action} needs RECIPIENT and --domain", file=sys.stderr)
             return 1
         recipient, domain = args.recipient, args.domain
+        by = operations.cli_operator()
         done = _with_state(config, lambda state, _: (
-            state.suppress(recipient, domain, SuppressionReason.MANUAL) if args.action == "add"
-            else state.unsuppress(recipient, domain)))
+            operations.suppress(state, recipient, domain, by) if args.action == "add"
+            else operations.unsuppress(state, recipient, domain, by)))
         verb = {"add": ("suppressed", "was already suppressed"),
                 "remove": ("removed", "was not suppressed")}[args.action]
         print(f"{recipient.lower()} for {domain.lower()}: {verb[0] if done else verb[1]}")

@@ -423,6 +423,14 @@ class Blocklists(Strict):
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
+class Console(Strict):
+    """The web console (`relay/console/`) on the private metrics listener, at /console/:
+    `users` are names from `users:`, who log in with their password (its `password_hash`)."""
+    enabled: bool = False
+    users: list[str] = []
+    session: Duration = Field(default=parse_duration("8h"), gt=0)   # idle time before a new login
+
+
 class Logging(Strict):
     """The log on stderr: `text` reads well on a terminal; `json` writes one object per line
     (every message event with its fields), for journald, Docker and log shippers."""
@@ -455,6 +463,7 @@ class Config(Strict):
     feedback: Feedback = Field(default_factory=Feedback)
     content: Content = Field(default_factory=Content)
     blocklists: Blocklists = Field(default_factory=Blocklists)
+    console: Console = Field(default_factory=Console)
     http: Http | None = None
     metrics: Metrics | None = None
     logging: Logging = Field(default_factory=Logging)
@@ -507,11 +516,25 @@ class Config(Strict):
         for name, domain in self.domains.items():
             if domain.route not in self.routes:
                 raise ValueError(f"domains.{name}.route: no route named {domain.route!r}")
+        if self.console.enabled:
+            self._console_users()
         for route_name, route in self.routes.items():
             if route.password_env and route.password_env not in os.environ:
                 raise ValueError(f"routes.{route_name}.password_env: "
                                  f"environment variable {route.password_env} is not set")
         return self
+
+    def _console_users(self) -> None:
+        if self.metrics is None:
+            raise ValueError("console.enabled: the console is served on the metrics listener: "
+                             "configure metrics: {address, port}")
+        if not self.console.users:
+            raise ValueError("console.users: name at least one of users: to log in with")
+        hashed = {u.username for u in self.users if u.password_hash}
+        for name in self.console.users:
+            if name not in hashed:
+                raise ValueError(f"console.users: {name!r} is not a user with a password_hash "
+                                 f"in users:")
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 
 log = logging.getLogger("relay.events")
 
@@ -32,8 +33,10 @@ class Event(enum.StrEnum):
     BOUNCED = "bounced"             # per recipient (5xx)
     EXPIRED = "expired"             # per recipient, past spool.max_age
     DSN_SENT = "dsn_sent"
-    DELETED = "deleted"
+    DELETED = "deleted"             # by an operator (`by`), without a DSN
+    RETRIED = "retried"             # an operator made a queued message due now (`by`)
     SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"   # an operator removed a suppression (`by`)
     COMPLAINED = "complained"
     PAUSED = "paused"
     RESUMED = "resumed"
@@ -44,9 +47,50 @@ class Event(enum.StrEnum):
 
 
 def emit(event: Event, **fields: object) -> None:
+    fields = {k: v for k, v in fields.items() if v is not None}
+    RECENT.add(time.time(), event.value, fields)
     if log.isEnabledFor(logging.INFO):
-        fields = {k: v for k, v in fields.items() if v is not None}
         log.info(_readable(event.value, fields), extra={"relay_event": (event.value, fields)})
+
+
+Entry = tuple[float, str, dict]          # (Unix time, event kind, its fields)
+
+
+class Recent:
+    """This process's last `size` events, for the web console's event page. The delivery
+    process sends its new ones to the listener process with its metrics
+    (`outbound/process.py`), so the listener's holds both. Appends only: one deque append
+    per event, and the deque forgets the oldest."""
+
+    def __init__(self, size: int = 5000) -> None:
+        self._entries: deque[Entry] = deque(maxlen=size)
+        self.added = 0                   # how many were ever added: a cursor for `newer_than`
+
+    def add(self, at: float, kind: str, fields: dict) -> None:
+        self._entries.append((at, kind, fields))
+        self.added += 1
+
+    def extend(self, entries: list[Entry]) -> None:
+        for at, kind, fields in entries:
+            self.add(float(at), str(kind), dict(fields))
+
+    def newer_than(self, cursor: int) -> list[Entry]:
+        """The entries added after the first `cursor` (those still kept)."""
+        count = min(self.added - cursor, len(self._entries))
+        return list(self._entries)[len(self._entries) - count:] if count > 0 else []
+
+    def latest(self, limit: int, kind: str = "", domain: str = "") -> list[Entry]:
+        """The newest first, of that kind and domain when given."""
+        found = []
+        for entry in reversed(self._entries):
+            if (not kind or entry[1] == kind) and (not domain or entry[2].get("domain") == domain):
+                found.append(entry)
+                if len(found) == limit:
+                    break
+        return found
+
+
+RECENT = Recent()
 
 
 def _readable(event: str, fields: dict) -> str:

@@ -10,7 +10,9 @@ also when the parent is killed, so no delivery process outlives its relay.
 
 The child writes a snapshot of its counters (`metrics.snapshot()`) as one JSON line on its
 stdout every second when they changed, and once more as it exits; the parent serves them
-added to its own, and keeps a replaced child's last numbers so the sums never go back.
+added to its own, and keeps a replaced child's last numbers so the sums never go back; and
+its events of that second as a JSON object `{"events": [...]}`, which the parent adds to its
+recent events (`events.RECENT`, the console's event page).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import os
 import signal
 import sys
 
-from relay import metrics
+from relay import events, metrics
 from relay.clock import SystemClock
 from relay.compose import build_delivery, prime_metrics
 from relay.config import Config
@@ -87,9 +89,13 @@ class DeliveryProcess:
                 line = await stdout.readline()
                 if not line:
                     return                        # the child exited
+                data = json.loads(line)
+                if isinstance(data, dict):        # the child's newest events
+                    events.RECENT.extend(data["events"])
+                    continue
                 current = [(str(name), {str(k): str(v) for k, v in labels.items()}, float(value))
-                           for name, labels, value in json.loads(line)]
-            except (ValueError, TypeError, AttributeError):
+                           for name, labels, value in data]
+            except (ValueError, TypeError, AttributeError, KeyError):
                 log.warning("the delivery process sent an unreadable metrics line; ignored")
                 continue
             self._counts = (self._counts[0], current)
@@ -207,10 +213,24 @@ async def _serve(config: Config, wake_fd: int, report_fd: int) -> None:
 
 
 async def _report(transport: asyncio.WriteTransport) -> None:
-    last = ""
+    last, sent = "", 0
     while True:
         last = _report_once(transport, last)
+        sent = _report_events(transport, sent)
         await asyncio.sleep(_REPORT_EVERY)
+
+
+def _report_events(transport: asyncio.WriteTransport, sent: int) -> int:
+    """The events logged since the last report, for the console's event page (best effort:
+    a backlog drops them, the log has them all)."""
+    new = events.RECENT.newer_than(sent)
+    if not new or transport.is_closing() or transport.get_write_buffer_size() >= _REPORT_BACKLOG:
+        return events.RECENT.added
+    try:
+        transport.write(json.dumps({"events": new}, separators=(",", ":"), default=str).encode() + b"\n")
+    except (RuntimeError, OSError):
+        pass
+    return events.RECENT.added
 
 
 def _report_once(transport: asyncio.WriteTransport, last: str) -> str:
@@ -227,7 +247,6 @@ def _report_once(transport: asyncio.WriteTransport, last: str) -> str:
 
 
 def main() -> None:
-    from relay import events
     events.configure()
     config = Config.model_validate_json(sys.stdin.buffer.read())
     events.configure(config.logging.format, config.logging.level)

@@ -70,6 +70,15 @@ class Summary:
     next_attempt: float
     pending: int
     size: int
+    hold_reason: str = ""         # why the governor holds it ("" when it does not)
+
+
+# `summaries(state=...)`: the states of `relay_queue_messages` (spool/gauges.py), at time ?.
+_STATES = {
+    "ready": "m.next_attempt <= ?",
+    "held": "(m.next_attempt > ? AND m.hold_reason != '')",
+    "deferred": "(m.next_attempt > ? AND m.hold_reason = '')",
+}
 
 
 class Spool:
@@ -180,10 +189,13 @@ class Spool:
 
     # --- synchronous API for the CLI (its own connection) ---------------------------
     def summaries(self, limit: int | None = None, after: str | None = None,
-                  domain: str | None = None) -> list[Summary]:
+                  domain: str | None = None, state: str | None = None,
+                  recipient: str | None = None, now: float | None = None) -> list[Summary]:
         """The queue in the order it arrived: the first `limit` messages (all when None)
-        after the message `after`, of `domain` if given. A page reads only its own rows
-        (an index on arrival), however long the queue."""
+        after the message `after`, of `domain`, in `state` (ready: due now; held: by the
+        governor; deferred: waiting to retry; as `relay_queue_messages` counts them) and with
+        a pending `recipient`, when given. A page walks the arrival index and stops at
+        `limit` rows, however long the queue."""
         where, args = ["1"], []
         if after is not None:
             where.append("(m.created, m.id) > (SELECT created, id FROM messages WHERE id = ?)")
@@ -191,9 +203,16 @@ class Spool:
         if domain is not None:
             where.append("m.domain = ?")
             args.append(domain.lower())
+        if state is not None:
+            where.append(_STATES[state])
+            args.append(time.time() if now is None else now)
+        if recipient is not None:
+            where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+                         " AND r.address = ? AND r.state = 'queued')")
+            args.append(recipient.strip())
         sql = ("SELECT m.id, m.created, m.mail_from, m.domain, m.route, m.attempts,"
                " m.next_attempt, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id"
-               " AND r.state = 'queued'), length(m.body) FROM messages m"
+               " AND r.state = 'queued'), length(m.body), m.hold_reason FROM messages m"
                f" WHERE {' AND '.join(where)} ORDER BY m.created, m.id")
         if limit is not None:
             sql += " LIMIT ?"

@@ -138,7 +138,8 @@ def test_every_event_kind_is_a_lowercase_word():
     assert {e.value for e in Event} == {
         "received", "rejected", "queued", "attempt", "delivered", "deferred", "bounced",
         "expired", "dsn_sent", "deleted", "suppressed", "complained", "paused", "resumed",
-        "blocklist_listed", "blocklist_cleared", "blocklist_refused", "dmarc_report"}
+        "blocklist_listed", "blocklist_cleared", "blocklist_refused", "dmarc_report",
+        "retried", "unsuppressed"}
 
 
 # --- JsonFormatter ---------------------------------------------------------------------------
