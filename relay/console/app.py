@@ -53,6 +53,7 @@ class Console:
     blocklists: BlocklistWatch
     sessions: Sessions = None                  # type: ignore[assignment]
     doctor: dict = field(default_factory=dict)   # domain -> (when, doctor Report): last run
+    checking: dict = field(default_factory=dict)  # domain -> its doctor run under way
 
     def __post_init__(self) -> None:
         if self.sessions is None:

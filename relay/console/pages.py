@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import time
 
 from aiohttp import web
@@ -29,6 +30,8 @@ from relay.events import RECENT, Event
 from relay.state.suppressions import SuppressionReason
 from relay.watch.blocklists import Status as Listing
 from relay.watch.dmarc_view import READY_DAYS
+
+log = logging.getLogger("relay.console")
 
 PAGE = 50
 QUEUE_STATES = ("held", "deferred", "ready")
@@ -66,6 +69,8 @@ async def domains(request: web.Request) -> web.Response:
     config = console.config()
     rows = []
     for name in sorted(config.domains):
+        if name not in console.doctor:                     # checked in the background: a
+            _doctor_soon(console, name)                    # reload of the page shows it
         status = await console.state.domain_status(name)
         rows.append({"status": status, "route": config.domains[name].route,
                      "doctor": console.doctor.get(name), "listings": _listings(console, name)})
@@ -83,6 +88,21 @@ async def domain_page(request: web.Request) -> web.Response:
                   route=config.domains[domain].route, doctor=console.doctor[domain],
                   listings=_listings(console, domain), reputation=config.reputation,
                   limits=config.limits)
+
+
+def _doctor_soon(console: Console, domain: str) -> None:
+    """Run the doctor for `domain` in the background, once at a time; a failure is logged
+    (the page says "not checked" until a run ends)."""
+    if domain not in console.checking:
+        task = asyncio.ensure_future(_run_doctor(console, domain))
+        console.checking[domain] = task
+        task.add_done_callback(lambda t: _checked(console, domain, t))
+
+
+def _checked(console: Console, domain: str, task: asyncio.Task) -> None:
+    console.checking.pop(domain, None)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("console: the DNS check of %s failed: %s", domain, task.exception())
 
 
 async def _run_doctor(console: Console, domain: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from relay.events import RECENT
 from relay.model import QueuedMessage, Recipient, new_queue_id
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, wait_until
 
 
 class Client:
@@ -179,3 +179,15 @@ def test_a_user_dropped_from_console_users_is_logged_out_at_once(relay, client):
     relay.relay.config = config.model_copy(update={"console": config.console.model_copy(
         update={"users": ["someone-else"]})})
     assert client.request("/domains").url.endswith("/console/login")
+
+
+def test_the_domains_page_checks_dns_in_the_background(relay, client):
+    """The first look at the domains page starts a doctor run per domain; once it ends the
+    page shows its verdict, and the domain's page its checks and records to publish."""
+    client.login()
+    assert "not checked" in client.last
+    wait_until(lambda: 'class="bad">to fix' in (client.request("/domains") and client.last),
+               what="the doctor's verdict on the domains page")
+    client.request("/domains/acme.fr")
+    assert 'id="doctor"' in client.last and "Records to publish" in client.last
+    assert 'class="copy" data-copy="record-1"' in client.last
