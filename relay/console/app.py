@@ -12,17 +12,17 @@ address: searches and actions naming a recipient are POSTed forms.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable
-from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
 
-from relay.checks.auth import AuthThrottle, check_password
+from relay.checks.auth import AuthThrottle, check_password, hash_password
 from relay.clock import Clock
 from relay.config import Config
 from relay.console.sessions import COOKIE, Session, Sessions, same
@@ -74,13 +74,16 @@ def render(request: web.Request, template: str, code: int = 200, **values) -> we
     session: Session | None = request.get(SESSION)
     html = _templates.get_template(template).render(
         user=session.user if session else None, csrf=session.csrf if session else "",
-        flash=request.query.get("done", ""), page=template.removesuffix(".html"), **values)
+        flash=session.take_flash() if session else "", page=template.removesuffix(".html"),
+        **values)
     return web.Response(text=html, status=code, content_type="text/html", charset="utf-8")
 
 
-def back(path: str, done: str = "") -> web.HTTPSeeOther:
-    """Post/redirect/get: the page again, with what was done (never an address)."""
-    return web.HTTPSeeOther(path + (f"?done={quote(done)}" if done else ""))
+def back(request: web.Request, path: str, done: str = "") -> web.HTTPSeeOther:
+    """Post/redirect/get: the page again; what was done is shown there once (kept in the
+    session, not in the URL, so no link can make the console say something)."""
+    request[SESSION].flash = done
+    return web.HTTPSeeOther(path)
 
 
 @web.middleware
@@ -141,10 +144,11 @@ async def login(request: web.Request) -> web.StreamResponse:
                                          "again later.", 429)
     config = console.config()
     stored = {u.username: u.password_hash for u in config.users if u.password_hash}
+    expected = stored.get(username) if username in config.console.users else None
     console.throttle.verifying(ip, +1)
-    try:
-        ok = (username in config.console.users and username in stored
-              and await asyncio.to_thread(check_password, password, stored[username]))
+    try:        # an unknown name costs the same scrypt as a known one: names do not leak
+        matches = await asyncio.to_thread(check_password, password, expected or _decoy())
+        ok = expected is not None and matches
     finally:
         console.throttle.verifying(ip, -1)
     if not ok:
@@ -157,6 +161,11 @@ async def login(request: web.Request) -> web.StreamResponse:
                         secure=request.secure)
     response.del_cookie(PRE_LOGIN, path="/console/")
     raise response
+
+
+@functools.lru_cache(maxsize=1)
+def _decoy() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -127,7 +127,7 @@ async def domain_action(request: web.Request) -> web.StreamResponse:
         await _run_doctor(console, domain)
         done = "DNS checked"
     on_its_page = action == "doctor" or form.get("back") == "domain"
-    raise back(f"/console/domains/{domain}" if on_its_page else "/console/domains", done)
+    raise back(request, f"/console/domains/{domain}" if on_its_page else "/console/domains", done)
 
 
 # --- the queue -----------------------------------------------------------------------------
@@ -164,7 +164,7 @@ async def message_action(request: web.Request) -> web.StreamResponse:
     act = operations.retry_message if request.match_info["action"] == "retry" else operations.delete_message
     done = await asyncio.to_thread(act, console.spool, message_id, _by(request))
     verb = "will be retried now" if act is operations.retry_message else "deleted"
-    raise back("/console/queue", f"{message_id} {verb}" if done else f"{message_id} is no longer queued")
+    raise back(request, "/console/queue", f"{message_id} {verb}" if done else f"{message_id} is no longer queued")
 
 
 # --- suppressions --------------------------------------------------------------------------
@@ -185,13 +185,13 @@ async def suppression_change(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     recipient, domain = str(form.get("recipient", "")).strip(), str(form.get("domain", "")).strip()
     if "@" not in recipient or not domain:
-        raise back("/console/suppressions", "give an address and its sender domain")
+        raise back(request, "/console/suppressions", "give an address and its sender domain")
     adding = request.match_info["action"] == "add"
     act = operations.suppress if adding else operations.unsuppress
     done = await act(console.state, recipient, domain, _by(request))
     what = ("suppressed" if done else "already suppressed") if adding else \
         ("removed" if done else "was not suppressed")
-    raise back("/console/suppressions", f"1 address {what} for {domain.lower()}")
+    raise back(request, "/console/suppressions", f"1 address {what} for {domain.lower()}")
 
 
 async def suppressions_csv(request: web.Request) -> web.Response:

@@ -27,6 +27,11 @@ class Session:
     user: str
     csrf: str
     seen: float
+    flash: str = ""                      # what the last action did, shown on the next page
+
+    def take_flash(self) -> str:
+        flash, self.flash = self.flash, ""
+        return flash
 
 
 class Sessions:

@@ -191,3 +191,15 @@ def test_the_domains_page_checks_dns_in_the_background(relay, client):
     client.request("/domains/acme.fr")
     assert 'id="doctor"' in client.last and "Records to publish" in client.last
     assert 'class="copy" data-copy="record-1"' in client.last
+
+
+def test_what_was_done_shows_once_and_never_rides_in_the_url(client):
+    """The flash message lives in the session: a crafted ?done= shows nothing, and the
+    message of an action shows on the next page only."""
+    client.login()
+    client.request("/domains?done=Your+password+expired")
+    assert "Your password expired" not in client.last
+    response = client.post("/domains/acme.fr/pause", {})
+    assert "?" not in response.url and "acme.fr paused" in client.last
+    client.request("/domains")
+    assert "acme.fr paused:" not in client.last
