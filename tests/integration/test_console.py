@@ -203,3 +203,16 @@ def test_what_was_done_shows_once_and_never_rides_in_the_url(client):
     assert "?" not in response.url and "acme.fr paused" in client.last
     client.request("/domains")
     assert "acme.fr paused:" not in client.last
+
+
+def test_the_events_page_shows_the_delivery_process_events_too(relay, client, upstream):
+    """`delivered` is logged by the delivery process; it reaches the listener's recent events
+    with the next metrics report, and the events page lists it."""
+    from tests.conftest import message, submit
+    assert submit(relay.port("local"), "billing@acme.fr", ["reader@example.net"], message()) == {}
+    upstream.wait_for(lambda msgs: len(msgs) == 1, what="the message delivered")
+    client.login()
+    wait_until(lambda: client.request("/events?kind=delivered") and '<tr class="delivered">' in client.last,
+               what="the delivery process's delivered event on the events page")
+    client.request("/events?kind=queued")
+    assert '<tr class="queued">' in client.last

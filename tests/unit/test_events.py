@@ -308,3 +308,16 @@ def test_lines_waiting_when_the_loop_stops_are_written_by_flush():
 def test_configure_writes_through_a_turn_handler(root_logging):
     configure("json", "info")
     assert [type(h) for h in logging.getLogger().handlers] == [events.TurnHandler]
+
+
+def test_recent_keeps_the_newest_and_says_what_is_new_since_a_cursor():
+    from relay.events import Recent
+    recent = Recent(size=3)
+    for i in range(5):
+        recent.add(float(i), "queued" if i % 2 else "delivered", {"domain": f"d{i % 2}.fr", "n": i})
+    assert [e[2]["n"] for e in recent.latest(10)] == [4, 3, 2]
+    assert [e[2]["n"] for e in recent.latest(10, kind="queued")] == [3]
+    assert [e[2]["n"] for e in recent.latest(10, domain="d0.fr")] == [4, 2]
+    assert [e[2]["n"] for e in recent.newer_than(3)] == [3, 4]
+    assert [e[2]["n"] for e in recent.newer_than(0)] == [2, 3, 4]      # the older are gone
+    assert recent.newer_than(5) == []
