@@ -7,6 +7,7 @@ of the message (the phrases, the ratio, the file names), never a recipient addre
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -156,8 +157,13 @@ def missing_message_id(c: Context) -> Found | None:
 _SEPARATORS = re.compile(r"[._+-]")
 
 
+@functools.lru_cache(maxsize=4)
+def _local_parts(listed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_SEPARATORS.sub("", p) for p in listed)
+
+
 def noreply_sender(c: Context) -> Found | None:
-    wanted = {_SEPARATORS.sub("", p) for p in c.rule["local_parts"]}
+    wanted = _local_parts(tuple(c.rule["local_parts"]))
     for field, address in (("From", c.message.from_address), ("Reply-To", c.message.reply_to)):
         local = address.rpartition("@")[0]
         if local and _SEPARATORS.sub("", local.split("+")[0]) in wanted:

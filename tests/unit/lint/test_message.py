@@ -7,6 +7,7 @@ import email.policy
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from relay.lint import message as m
 
@@ -42,3 +43,32 @@ def test_the_one_part_reader_takes_the_simple_cases_and_leaves_the_rest():
                 b"Content-Disposition: attachment; filename=notes.txt\r\n\r\nx\r\n")
     assert m._single_part(attached) is None
     assert m._single_part(b"From a@b.fr Mon\r\nSubject: x\r\n\r\nbody") is None   # not a field
+
+
+_ADDRESS_PIECES = ["a", "B", "z9", ".", "..", "-", "+", "%", "_", "'", " ", "  ", "@", "<", ">",
+                   '"', "(", ")", ",", ";", ":", "[", "]", "\\", "é", "example", "fr", "Name"]
+
+
+_part = st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=5).map("".join)
+_word = st.lists(st.sampled_from(["a", "B", "z9", ".", "-", "+", "%", "_", "'", '"', ",", " ",
+                                  "(", ")", ":", ";"]), min_size=1, max_size=5).map("".join)
+_addresses = st.one_of(
+    st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=14).map("".join),
+    st.tuples(_word, _word, _word).map(lambda t: f"{t[0]} <{t[1]}@{t[2]}>"),   # name <addr>
+    st.tuples(_word, _word).map(lambda t: f"{t[0]}@{t[1]}"),                    # a bare address
+    st.tuples(_part, _word, _word, _part).map(lambda t: f"{t[0]}<{t[1]}@{t[2]}>{t[3]}"))
+
+
+@given(_addresses)
+@settings(max_examples=1000, derandomize=True, database=None)
+def test_the_plain_address_shortcut_gives_what_parseaddr_gives(value):
+    """`_address`'s regex shortcut answers as `email.utils.parseaddr` does, on whatever it
+    takes; what it does not take goes to parseaddr."""
+    import email.utils
+    assert m._address(value) == email.utils.parseaddr(m._decoded(value))[1].lower()
+
+
+@pytest.mark.parametrize("value", ["Bench Sender <bench@bench.example>", "bench@Bench.example",
+                                   "<a.b+c@x.fr>", "Jean-Luc O'Neil <jl@x.fr>"])
+def test_common_addresses_take_the_shortcut(value):
+    assert m._PLAIN_ADDRESS.fullmatch(value) is not None
