@@ -118,20 +118,14 @@ def test_a_failing_write_in_a_batch_takes_none_of_the_others_down(spool_log):
     assert written(setup) == ["first", "last"]
 
 
-def test_a_batch_of_one_failing_write_commits_nothing_of_it(tmp_path):
-    path = tmp_path / "relay.sqlite3"
-    setup = connect(path)
-    setup.execute("CREATE TABLE log (who TEXT UNIQUE)")
-    db = Database(path)
-    db.start()
+def test_a_batch_of_one_failing_write_commits_nothing_of_it(spool_log):
+    path, setup, db = spool_log
 
     def twice(conn):
-        conn.execute("INSERT INTO log VALUES ('once')")
-        conn.execute("INSERT INTO log VALUES ('once')")
+        conn.execute("INSERT INTO log (who) VALUES ('once')")
+        conn.execute("INSERT INTO log (who) VALUES ('once')")
     with pytest.raises(sqlite3.IntegrityError):
         asyncio.run(db.write(twice))
-    assert setup.execute("SELECT COUNT(*) FROM log").fetchone() == (0,)
-    asyncio.run(db.write(lambda conn: conn.execute("INSERT INTO log VALUES ('after')")))
-    assert setup.execute("SELECT who FROM log").fetchall() == [("after",)]
-    setup.close()
-    db.close()
+    assert written(setup) == []
+    asyncio.run(db.write(lambda conn: conn.execute("INSERT INTO log (who) VALUES ('after')")))
+    assert written(setup) == ["after"]
