@@ -135,17 +135,15 @@ def cmd_doctor(args) -> int:
 def _dmarc_reports(config: Config, domain: str, now: float) -> list | None:
     """The stored DMARC reports `relay doctor` reads (the domain's and its organizational
     domain's, last READY_DAYS days); None, said on stderr, when the state cannot be read."""
-    from relay.checks.dmarc import organizational_domain
     from relay.cli_state import _with_state
-    from relay.watch.dmarc_view import DAY, READY_DAYS
+    from relay.clock import DAY
+    from relay.watch.dmarc_view import READY_DAYS, stored_reports
 
-    async def load(state, _spool) -> list:
-        names = dict.fromkeys([domain, organizational_domain(domain)])
-        return [r for name in names for r in await state.dmarc_reports(name, now - READY_DAYS * DAY)]
     if config.state.backend == "sqlite" and not (config.spool.path / "relay.sqlite3").exists():
         return []                                 # relay has not run here: nothing stored
     try:
-        return _with_state(config, load)
+        return _with_state(config, lambda state, _: stored_reports(state, domain,
+                                                                   now - READY_DAYS * DAY))
     except Exception as exc:                  # no spool yet, no Redis: the DNS checks still run
         print(f"relay: the DMARC reports could not be read ({exc}); skipping them",
               file=sys.stderr)

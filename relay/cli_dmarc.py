@@ -15,18 +15,15 @@ import json
 import sys
 from pathlib import Path
 
-from relay.checks.dmarc import organizational_domain
 from relay.cli_state import _with_state
-from relay.clock import SystemClock
+from relay.clock import DAY, SystemClock
 from relay.config import Config
 from relay.dns import DnsResolver
 from relay.state import StateError
 from relay.watch import dmarc_view
 from relay.watch.dmarc_intake import DmarcIntake
 from relay.watch.dmarc_reports import ReportError
-from relay.watch.doctor_checks import reports_of
 
-DAY = 86400
 
 
 def cmd_dmarc(args, config: Config) -> int:
@@ -65,13 +62,7 @@ def _report(args, config: Config) -> int:
     clock = SystemClock()
     now = clock.now()
     since = now - args.days * DAY
-    async def load(state, _spool):
-        found = await state.dmarc_reports(domain, since)
-        parent = organizational_domain(domain)
-        if parent != domain:
-            found += await state.dmarc_reports(parent, since)
-        return found
-    reports = reports_of(domain, _with_state(config, load))
+    reports = _with_state(config, lambda state, _: dmarc_view.stored_reports(state, domain, since))
     resolver = DnsResolver(config.dns.nameservers, config.dns.timeout, clock)
     ips = sorted({row.source_ip for r in reports for row in r.rows})
     names = asyncio.run(dmarc_view.reverse_names(resolver, ips))

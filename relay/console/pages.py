@@ -24,18 +24,17 @@ import time
 from aiohttp import web
 
 from relay import doctor, operations
-from relay.checks.dmarc import organizational_domain
+from relay.clock import DAY
 from relay.console.app import CONSOLE, SESSION, Console, back, render
 from relay.events import RECENT, Event
 from relay.state.suppressions import SuppressionReason
 from relay.watch.blocklists import Status as Listing
-from relay.watch.dmarc_view import READY_DAYS
+from relay.watch.dmarc_view import READY_DAYS, stored_reports
 
 log = logging.getLogger("relay.console")
 
 PAGE = 50
 QUEUE_STATES = ("held", "deferred", "ready")
-DAY = 86400
 
 
 def _console(request: web.Request) -> Console:
@@ -107,9 +106,7 @@ def _checked(console: Console, domain: str, task: asyncio.Task) -> None:
 
 async def _run_doctor(console: Console, domain: str) -> None:
     now = console.clock.now()
-    names = dict.fromkeys([domain, organizational_domain(domain)])
-    reports = [r for name in names
-               for r in await console.state.dmarc_reports(name, now - READY_DAYS * DAY)]
+    reports = await stored_reports(console.state, domain, now - READY_DAYS * DAY)
     report = await doctor.examine(console.config(), domain, console.resolver, reports, now)
     console.doctor[domain] = (now, report)
 

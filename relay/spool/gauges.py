@@ -13,7 +13,7 @@ from typing import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 
-from relay.clock import Clock
+from relay.clock import DAY, Clock
 from relay.config import Config
 from relay.metrics import QUEUE_STATES, SPOOL_GAUGES
 from relay.spool import space
@@ -22,7 +22,7 @@ from relay.state import DomainStatus, State, StateError
 from relay.state.suppressions import SuppressionReason
 from relay.watch.watch import BlocklistWatch
 
-DMARC_WINDOW = 7 * 86400          # relay_dmarc_messages counts the reports of the last week
+DMARC_WINDOW = 7 * DAY             # relay_dmarc_messages counts the reports of the last week
 
 
 class SpoolCollector:

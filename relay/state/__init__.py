@@ -21,13 +21,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Awaitable, Protocol
 
+from relay.clock import DAY
 from relay.feedback.events import FeedbackEvent
 from relay.governor.governor import Grant
 from relay.governor.reputation import Rates
 from relay.state.suppressions import Entry, SuppressionReason
 from relay.watch.aggregate import AggregateReport
 
-DMARC_RETENTION = 180 * 86400   # reports whose period ended longer ago are forgotten
+DMARC_RETENTION = 180 * DAY   # reports whose period ended longer ago are forgotten
 
 
 def new_reservation(ticket: str | None) -> str:

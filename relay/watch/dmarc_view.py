@@ -16,6 +16,7 @@ reports (RFC 9989's `t=y` first, to see what quarantine would do).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 from dataclasses import dataclass, field
@@ -23,12 +24,14 @@ from importlib import resources
 
 import yaml
 
+from relay.checks.dmarc import organizational_domain
+from relay.clock import DAY
 from relay.config import Config
 from relay.dns import DnsTemporaryError, Resolver
+from relay.state import State
 from relay.watch.aggregate import AggregateReport, Row
 
 READY_DAYS = 14
-DAY = 86400
 
 
 @dataclass
@@ -113,6 +116,26 @@ async def reverse_names(resolver: Resolver, ips: list[str], limit: int = 200) ->
             return ip, ""
         return ip, answer.records[0] if answer.records else ""
     return dict(await asyncio.gather(*(one(ip) for ip in ips[:limit])))
+
+
+def reports_of(domain: str, reports: list[AggregateReport]) -> list[AggregateReport]:
+    """`domain`'s reports, and the rows about it in its organizational domain's."""
+    mine = []
+    for r in reports:
+        if r.domain == domain:
+            mine.append(r)
+        else:
+            rows = tuple(row for row in r.rows if row.header_from in (domain, ""))
+            if rows:
+                mine.append(dataclasses.replace(r, rows=rows))
+    return mine
+
+
+async def stored_reports(state: State, domain: str, since: float) -> list[AggregateReport]:
+    """What the state holds about `domain` from reports ending at or after `since`: its own
+    reports, and its rows of its organizational domain's (whose policy it inherits)."""
+    names = dict.fromkeys([domain, organizational_domain(domain)])
+    return reports_of(domain, [r for name in names for r in await state.dmarc_reports(name, since)])
 
 
 def advice(s: Source) -> str:

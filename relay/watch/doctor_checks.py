@@ -6,7 +6,6 @@ The report object and its statuses are `doctor.py`'s; this adds checks to it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from relay.checks import dmarc
 from relay.config import Config
@@ -17,7 +16,6 @@ from relay.watch.aggregate import AggregateReport
 from relay.watch.blocklists import Kind, look_up, zone
 from relay.watch.blocklists import Status as Listing
 
-DAY = 86400
 
 
 async def blocklists(report: Report, config: Config, domain: str, resolver: Resolver) -> None:
@@ -49,22 +47,9 @@ async def blocklists(report: Report, config: Config, domain: str, resolver: Reso
         report.add("Blocklists", "zones", Status.OK, f"{what}: listed in none of {zones} zone(s)")
 
 
-def reports_of(domain: str, reports: list[AggregateReport]) -> list[AggregateReport]:
-    """`domain`'s reports, and the rows about it in its organizational domain's."""
-    mine = []
-    for r in reports:
-        if r.domain == domain:
-            mine.append(r)
-        else:
-            rows = tuple(row for row in r.rows if row.header_from in (domain, ""))
-            if rows:
-                mine.append(dataclasses.replace(r, rows=rows))
-    return mine
-
-
 async def dmarc_reports(report: Report, config: Config, domain: str, resolver: Resolver,
                         reports: list[AggregateReport], now: float) -> None:
-    reports = reports_of(domain, reports)
+    """`reports`: the domain's, as `dmarc_view.stored_reports` reads them."""
     if not reports:
         report.add("DMARC", "aggregate", Status.WARN, "no aggregate reports stored for the last "
                    f"{dmarc_view.READY_DAYS} days: point rua= at relay's feedback listener, or "

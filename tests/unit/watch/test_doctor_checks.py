@@ -9,7 +9,7 @@ from relay.config import parse
 from relay.doctor import Status
 from relay.watch.aggregate import AggregateReport, AuthResult, Row
 from relay.watch.blocklists import question
-from relay.watch.doctor_checks import reports_of
+from relay.watch.dmarc_view import reports_of
 from tests.fakes.dns_server import ZoneResolver
 
 DAY = 86400
