@@ -24,16 +24,17 @@ BODY = "x" * 76 + "\r\n"
 FILLER = BODY * 2600                       # ~200 KB per message
 
 
-def send(port: int, token: str) -> tuple[int, str]:
-    """One message from the networks user; the first refusal's reply, or the DATA reply."""
+def send(port: int, token: str, body: str = FILLER) -> tuple[str, int, str]:
+    """One message from the networks user: the stage of the first refusal ("mail" or
+    "data") with its reply, or "data" with the DATA reply."""
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo("erp.test")
         code, text = client.mail("billing@acme.fr")
         if code != 250:
-            return code, text.decode()
+            return "mail", code, text.decode()
         client.rcpt("client@example.net")
-        code, text = client.data(message(subject=f"run {token}", body=FILLER))
-    return code, text.decode()
+        code, text = client.data(message(subject=f"run {token}", body=body))
+    return "data", code, text.decode()
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -55,16 +56,20 @@ def test_full_disk_refuses_new_mail_then_recovers_by_itself(make_relay, spool_fs
         "metrics": {"address": "127.0.0.1", "port": 0}})
     port, metrics_port = relay.port("local"), relay.relay.metrics_port
 
-    acked, refusal = [], None
-    for n in range(200):
-        code, text = send(port, f"m{n}")
+    # 200 KB messages until one is refused: at MAIL FROM once less than min_free is left,
+    # or before that at DATA, when this message would take the spool below it; then small
+    # ones, which still fit, until MAIL FROM refuses
+    acked, refusals = [], []
+    for n in range(400):
+        stage, code, text = send(port, f"m{n}", FILLER if not refusals else BODY * 20)
         if code == 250:
             acked.append(f"m{n}")
             continue
-        refusal = (code, text)
-        break
-    assert refusal is not None, "the 24 MB filesystem never filled"
-    assert refusal[0] == 452 and refusal[1].startswith("4.3.1"), refusal
+        assert code == 452 and text.startswith("4.3.1"), (stage, code, text)
+        refusals.append(stage)
+        if stage == "mail":
+            break
+    assert refusals and refusals[-1] == "mail", f"the 24 MB filesystem never filled: {refusals}"
     assert len(acked) >= 30, len(acked)
     gauges = scrape(metrics_port)
     assert gauges["relay_spool_free_bytes"] < gauges["relay_spool_min_free_bytes"] == 6 * 2 ** 20
@@ -75,7 +80,7 @@ def test_full_disk_refuses_new_mail_then_recovers_by_itself(make_relay, spool_fs
     try:
         provider.wait_for(lambda msgs: len(msgs) >= len(acked), timeout=60,
                           what="the queued mail, delivered")
-        wait_until(lambda: send(port, "after")[0] == 250, timeout=30,
+        wait_until(lambda: send(port, "after")[1] == 250, timeout=30,
                    what="relay to take mail again by itself")
         provider.wait_for(lambda msgs: any(b"run after" in m.data for m in msgs), timeout=30,
                           what="the new message, delivered")
