@@ -19,12 +19,14 @@
               `limits.bulk.recipients_threshold` recipients of one campaign within the window
               the message is bulk, and must carry RFC 8058 headers (`require`: 550 5.7.1
               without List-Unsubscribe; `inject`: one copy per recipient with relay's
-              one-click URL); the deliverability lint (`content.mode`, off the loop): its
-              findings counted and put in the `queued` event, and with `refuse_bulk`, bulk
-              mail scoring over `content.max_score` refused (550 5.7.1 naming the top three
-              findings); Received added; DKIM signature(s) added (over those headers
-              too); space checked again for this message (452 4.3.1); stored durably in the
-              spool; then `250 2.0.0 Ok: queued as <id>`.
+              one-click URL); the deliverability lint (`content.mode`) started in the lint
+              process: with `refuse_bulk`, bulk mail waits for it, and scoring over
+              `content.max_score` is refused (550 5.7.1 naming the top three findings);
+              other mail does not wait (findings never refuse it); Received added; DKIM
+              signature(s) added (over those headers too); space checked again for this
+              message (452 4.3.1); stored durably in the spool; then `250 2.0.0 Ok: queued
+              as <id>`. The `queued` event is logged once the lint's report is in (findings
+              counted, score and rules in the event), or at once with the lint off.
 
 Failing to sign or to store is always a 4xx: the client keeps the message. Nothing here
 knows about aiosmtpd; `inbound/handler.py` adapts it.
@@ -195,7 +197,10 @@ class Acceptance:
                               for k, v in self.config.routes[route_name].headers.items())
         total = await self.state.campaign_total(session.sender_domain, campaign, len(recipients))
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
-        lint = await self._lint(data, stream)
+        linting = self._start_lint(data, stream)
+        if linting is not None and self.config.content.mode == "refuse_bulk" \
+                and stream is Stream.BULK:                    # its verdict decides the reply
+            self._refuse_content(await linting)
         messages = []
         for group, extra in self._unsubscribe_groups(parsed, stream, session.sender_domain, recipients):
             copy = content.Parsed(parsed.headers + extra, parsed.body, parsed.from_address)
@@ -213,16 +218,25 @@ class Acceptance:
         await self.state.record_accepted(session.sender_domain, campaign, len(recipients),
                                          message_id)
         await self._store(messages)
-        for message in messages:
-            emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
-                 stream=stream.name.lower(), user=session.principal.username,
-                 rcpts=len(message.recipients), size=len(message.body),
-                 lint_score=lint.score if lint else None,
-                 lint=",".join(f.rule for f in lint.findings if f.score) or None if lint else None,
-                 reply=str(replies.R250_QUEUED.format(queue_id=queue_id)))
+        reply = replies.R250_QUEUED.format(queue_id=queue_id)
+
+        def queued(lint: Report | None) -> None:
+            for message in messages:
+                emit(Event.QUEUED, id=message.id, domain=message.domain, route=route_name,
+                     stream=stream.name.lower(), user=session.principal.username,
+                     rcpts=len(message.recipients), size=len(message.body),
+                     lint_score=lint.score if lint else None,
+                     lint=",".join(f.rule for f in lint.findings if f.score) or None if lint else None,
+                     reply=str(reply))
+        if linting is None:
+            queued(None)
+        elif linting.done():
+            queued(_report_of(linting))
+        else:                                     # the 250 goes now; the event with the report
+            linting.add_done_callback(lambda done: queued(_report_of(done)))
         metrics.MESSAGES_RECEIVED.labels(session.listener, stream.name.lower()).inc()
         self.on_queued(messages[0])
-        return replies.R250_QUEUED.format(queue_id=queue_id)
+        return reply
 
     async def feedback_report(self, data: bytes) -> Reply:
         """A `role: feedback` listener's DATA: a DSN (RFC 3464) or ARF report (RFC 5965)
@@ -270,13 +284,16 @@ class Acceptance:
                        (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click")])
                 for r in recipients]
 
-    async def _lint(self, data: bytes, stream: Stream) -> Report | None:
-        """The deliverability lint (`content.mode`), in the lint process: off the event loop
-        and off this process's GIL. No report (the lint failed or is late) never costs the
-        message."""
-        content = self.config.content
-        if content.mode == "off" or self.lint is None:
+    def _start_lint(self, data: bytes, stream: Stream) -> "asyncio.Task[Report | None] | None":
+        """The deliverability lint (`content.mode`) of this message, started in the lint
+        process (off the event loop and off this process's GIL), or None with the lint off.
+        Its report counts the findings when it comes; no report (the lint failed or is
+        late) never costs the message."""
+        if self.config.content.mode == "off" or self.lint is None:
             return None
+        return asyncio.ensure_future(self._lint(data, stream))
+
+    async def _lint(self, data: bytes, stream: Stream) -> Report | None:
         report = await self.lint(data, stream is Stream.BULK)
         if report is None:
             return None
@@ -284,13 +301,16 @@ class Acceptance:
             metrics.CONTENT_FINDINGS.labels(finding.rule).inc()
         if report.links and self.on_links is not None:
             self.on_links(report.links)
-        if content.mode == "refuse_bulk" and stream is Stream.BULK \
-                and report.score > content.max_score:
+        return report
+
+    def _refuse_content(self, report: Report | None) -> None:
+        """`refuse_bulk`: 550 5.7.1 for bulk mail scoring over `content.max_score`."""
+        content = self.config.content
+        if report is not None and report.score > content.max_score:
             raise PolicyError(replies.R550_CONTENT.format(
                 score=report.score, max_score=content.max_score,
                 findings=", ".join(f"{f.rule} {f.score:g}" for f in report.top(3))),
                 f"content score {report.score:g}")
-        return report
 
     async def _limit_lines(self, parsed: content.Parsed, queue_id: str) -> None:
         """RFC 5322 §2.1.1: no line over 998 characters reaches a provider that would fold
@@ -346,3 +366,13 @@ def _human(seconds: float) -> str:
 def _protocol(session: SessionState) -> str:
     """RFC 3848 protocol names for the Received field."""
     return "ESMTP" + ("S" if session.tls else "") + ("A" if session.via_auth else "")
+
+
+def _report_of(linting: "asyncio.Task[Report | None]") -> Report | None:
+    """A finished lint's report; None when it was cancelled (a stop) or failed (logged)."""
+    if linting.cancelled():
+        return None
+    if linting.exception() is not None:
+        log.error("the lint of a message failed: %r", linting.exception())
+        return None
+    return linting.result()

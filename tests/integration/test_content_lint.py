@@ -1,7 +1,8 @@
 """The deliverability lint at acceptance, over real SMTP sessions (`content.mode`):
 
-- `warn` (the default) never refuses: the findings count in relay_content_findings_total
-  and the `queued` event carries the score and the rules;
+- `warn` (the default) never refuses, and the 250 does not wait for the lint: once its
+  report is in, the findings count in relay_content_findings_total and the `queued` event
+  carries the score and the rules;
 - `refuse_bulk` refuses bulk mail over `content.max_score` with 550 5.7.1 naming the top
   three findings, and still accepts transactional mail however it scores;
 - `off` looks at nothing.
@@ -9,6 +10,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import smtplib
 from pathlib import Path
 
@@ -39,11 +42,29 @@ def test_warn_counts_and_logs_the_findings_and_accepts(make_relay, caplog):
     relay = make_relay(**{"routes.provider.port": 9})
     before = found("active_content")
     assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
-    assert found("active_content") == before + 1
+    wait_until(lambda: found("active_content") == before + 1, what="the findings counted")
     wait_until(lambda: "queued" in caplog.text and "lint_score=" in caplog.text,
                what="the queued event")
     queued = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("queued"))
     assert "lint_score=" in queued and "active_content" in queued and "spam_phrases" in queued
+
+
+def test_warn_answers_without_waiting_for_the_lint(make_relay, caplog):
+    """The lint process stopped (SIGSTOP): the 250 still comes, and the `queued` event
+    waits for the report, which comes with the findings once the lint runs again."""
+    caplog.set_level(logging.INFO, logger="relay.events")
+    relay = make_relay(**{"routes.provider.port": 9})
+    child = relay.relay.lint._proc.pid
+    os.kill(child, signal.SIGSTOP)
+    try:
+        assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
+        assert not any(r.getMessage().startswith("queued") for r in caplog.records)
+    finally:
+        os.kill(child, signal.SIGCONT)
+    wait_until(lambda: any(r.getMessage().startswith("queued") for r in caplog.records),
+               what="the queued event")
+    queued = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("queued"))
+    assert "active_content" in queued and "spam_phrases" in queued
 
 
 def test_refuse_bulk_refuses_bulk_mail_over_max_score_naming_the_top_findings(make_relay):
@@ -89,6 +110,6 @@ def test_a_reload_turns_the_lint_on_and_off(make_relay, tmp_path, upstream, serv
     reload_to("warn")
     before = found("active_content")
     assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
-    assert found("active_content") == before + 1
+    wait_until(lambda: found("active_content") == before + 1, what="the findings counted")
     reload_to("off")
     assert relay.relay.lint._proc.returncode is not None
