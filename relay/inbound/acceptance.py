@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.acceptance")
 
+MAX_LINTING = 64          # messages whose lint report has not come yet; past that DATA waits
+
 
 @dataclass(slots=True)
 class SessionState:
@@ -111,6 +113,9 @@ class Acceptance:
         self.intake = intake
         self.on_queued = on_queued
         self.lint = lint                # `lint/process.py` LintProcess.check
+        self.max_linting = MAX_LINTING
+        self._linting: set[asyncio.Task] = set()
+        self._lint_behind = False
         self.on_links = on_links        # bulk mail's link hosts, for the blocklist watch
         self.dmarc_reports = dmarc_reports
 
@@ -197,7 +202,7 @@ class Acceptance:
                               for k, v in self.config.routes[route_name].headers.items())
         total = await self.state.campaign_total(session.sender_domain, campaign, len(recipients))
         stream = Stream.BULK if total > self.config.limits.bulk.recipients_threshold else Stream.TRANSACTIONAL
-        linting = self._start_lint(data, stream)
+        linting = await self._start_lint(data, stream)
         if linting is not None and self.config.content.mode == "refuse_bulk" \
                 and stream is Stream.BULK:                    # its verdict decides the reply
             self._refuse_content(await linting)
@@ -284,14 +289,28 @@ class Acceptance:
                        (b"List-Unsubscribe-Post", b" List-Unsubscribe=One-Click")])
                 for r in recipients]
 
-    def _start_lint(self, data: bytes, stream: Stream) -> "asyncio.Task[Report | None] | None":
+    async def _start_lint(self, data: bytes, stream: Stream) -> "asyncio.Task[Report | None] | None":
         """The deliverability lint (`content.mode`) of this message, started in the lint
         process (off the event loop and off this process's GIL), or None with the lint off.
         Its report counts the findings when it comes; no report (the lint failed or is
-        late) never costs the message."""
+        late) never costs the message. With `max_linting` messages already waiting for
+        their reports, this one waits for room: the lint's backlog, and the memory it holds,
+        stay bounded when mail comes faster than the lint reads it."""
         if self.config.content.mode == "off" or self.lint is None:
             return None
-        return asyncio.ensure_future(self._lint(data, stream))
+        if len(self._linting) >= self.max_linting:
+            if not self._lint_behind:
+                log.warning("the lint has not answered for %d message(s): new mail waits for it",
+                            len(self._linting))
+                self._lint_behind = True
+            while len(self._linting) >= self.max_linting:
+                await asyncio.wait(set(self._linting), return_when=asyncio.FIRST_COMPLETED)
+        if len(self._linting) < self.max_linting // 2:
+            self._lint_behind = False             # caught up: a next backlog is logged again
+        task = asyncio.ensure_future(self._lint(data, stream))
+        self._linting.add(task)
+        task.add_done_callback(self._linting.discard)
+        return task
 
     async def _lint(self, data: bytes, stream: Stream) -> Report | None:
         report = await self.lint(data, stream is Stream.BULK)

@@ -67,6 +67,34 @@ def test_warn_answers_without_waiting_for_the_lint(make_relay, caplog):
     assert "active_content" in queued and "spam_phrases" in queued
 
 
+def test_a_lint_behind_by_max_linting_messages_makes_the_next_one_wait(make_relay, caplog):
+    """The lint's backlog is bounded: with `max_linting` messages waiting for their reports
+    (the lint process stopped), the next DATA waits for room, and gets its 250 once the lint
+    answers again; every message's `queued` event comes with its findings."""
+    import threading
+
+    caplog.set_level(logging.INFO)
+    relay = make_relay(**{"routes.provider.port": 9})
+    relay.relay.acceptance.max_linting = 1
+    child = relay.relay.lint._proc.pid
+    os.kill(child, signal.SIGSTOP)
+    answers = []
+    try:
+        assert submit(relay.port("local"), "billing@acme.fr", RCPTS[:1], spam()) == {}
+        waiting = threading.Thread(target=lambda: answers.append(
+            submit(relay.port("local"), "billing@acme.fr", RCPTS[1:2], spam())))
+        waiting.start()
+        wait_until(lambda: "the lint has not answered for 1 message(s)" in caplog.text,
+                   what="the second message waiting for the lint")
+        assert waiting.is_alive() and not answers
+    finally:
+        os.kill(child, signal.SIGCONT)
+    waiting.join(timeout=30)
+    assert answers == [{}]
+    wait_until(lambda: sum(r.getMessage().startswith("queued") and "lint_score=" in r.getMessage()
+                           for r in caplog.records) == 2, what="both queued events")
+
+
 def test_refuse_bulk_refuses_bulk_mail_over_max_score_naming_the_top_findings(make_relay):
     relay = make_relay(**{"content": {"mode": "refuse_bulk", "max_score": 10},
                           "limits": {"bulk": {"recipients_threshold": 2, "unsubscribe": "off"}},
