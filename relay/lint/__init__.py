@@ -97,9 +97,11 @@ class Linter:
         plain = message.text if has_text else html_text
         tokens = t.words(t.without_addresses(
             message.subject + "\n" + plain + ("\n" + html_text if has_text and html_text else "")))
-        language = t.language(tokens)
+        present = set(tokens)
+        language = t.language(present)
         phrases = self.phrases.get(language, self.either)
-        context = r.Context(message, bulk, language, tokens, phrases, self.freemail, {}, plain)
+        context = r.Context(message, bulk, language, tokens, present, phrases, self.freemail, {},
+                            plain)
         findings = []
         for name, rule in r.RULES.items():
             entry = context.rule = self.rules[name]

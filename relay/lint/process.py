@@ -150,7 +150,9 @@ def main() -> None:
     from relay import events
     events.configure()
     languages = tuple(sys.argv[1].split(",")) if len(sys.argv) > 1 else ("fr", "en")
-    serve(languages, sys.stdin.buffer, sys.stdout.buffer)
+    # a large read buffer: a 10 KB message in one read, and what else is waiting with it
+    serve(languages, open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False),
+          sys.stdout.buffer)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class Context:
     bulk: bool
     language: str
     tokens: list[bytes]                 # folded words of subject, text and HTML text
+    present: set[bytes]                 # ... as a set
     phrases: "t.Phrases"
     freemail: frozenset[str]
     rule: dict                          # this rule's entry in rules.yaml
@@ -36,7 +37,7 @@ class Found:
 
 
 def spam_phrases(c: Context) -> Found | None:
-    found = c.phrases.find(c.tokens)
+    found = c.phrases.find(c.tokens, c.present)
     if not found:
         return None
     score = min(c.rule["max"], c.rule["score"] * len(found))

@@ -64,11 +64,10 @@ def words(text: str) -> list[bytes]:
     return [w.encode() for w in _WORD.findall(plain.casefold())]
 
 
-def language(tokens: list[bytes]) -> str:
-    """"fr" or "en", by which language's most common words the text (its first 400 folded
+def language(present: set[bytes]) -> str:
+    """"fr" or "en", by which language's most common words the text (the set of its folded
     words) uses more of; English when it cannot tell."""
-    sample = set(tokens[:400])
-    return "fr" if len(_FRENCH & sample) > len(_ENGLISH & sample) else "en"
+    return "fr" if len(_FRENCH & present) > len(_ENGLISH & present) else "en"
 
 
 class Phrases:
@@ -98,11 +97,11 @@ class Phrases:
     def spelled(self) -> list[str]:
         return list(self._spelled.values())
 
-    def find(self, tokens: list[bytes]) -> list[str]:
-        """The distinct phrases present in `tokens`, as the list spells them, longest first;
-        a phrase found only inside a longer one found ("gratuit" in "100% gratuit") is not
-        counted again."""
-        present = set(tokens)
+    def find(self, tokens: list[bytes], present: set[bytes] | None = None) -> list[str]:
+        """The distinct phrases present in `tokens` (whose set, when the caller has it, is
+        `present`), as the list spells them, longest first; a phrase found only inside a
+        longer one found ("gratuit" in "100% gratuit") is not counted again."""
+        present = set(tokens) if present is None else present
         found = [(w,) for w in self._singles & present]
         maybe = [(needle, key) for last in self._longer.keys() & present
                  for need, needle, key in self._longer[last] if need <= present]
