@@ -38,6 +38,7 @@ import aiosmtplib
 
 from relay.config import Route
 from relay import replies, tls
+from relay.outbound import pipelining
 from relay.replies import Reply
 
 log = logging.getLogger("relay.upstream")
@@ -165,6 +166,8 @@ class SmtpSession:
         if utf8:
             mail_options.append("SMTPUTF8")
         encoding = "utf-8" if utf8 else "ascii"
+        if pipelining.usable(smtp, body):
+            return await self._pipelined(smtp, mail_from, recipients, body, mail_options, encoding)
         self.phase = Phase.MAIL
         try:
             await smtp.mail(mail_from, options=mail_options, encoding=encoding,
@@ -202,6 +205,33 @@ class SmtpSession:
             if exc.code != _CLOSING:
                 await _reset(smtp, timeouts.command)
         return [r if r is not None else accepted for r in answers]
+
+    async def _pipelined(self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str],
+                         body: bytes, mail_options: list[str], encoding: str) -> list[UpstreamReply]:
+        """`_transaction` in two round trips (`pipelining.py`), with the same answers."""
+        timeouts = self.client.route.timeouts
+        try:
+            mail = pipelining.command(b"MAIL FROM:", mail_from, mail_options, encoding)
+        except UnicodeEncodeError:
+            return [_NO_SMTPUTF8] * len(recipients)
+        lines: dict[int, bytes] = {}
+        for index, rcpt in enumerate(recipients):
+            try:
+                lines[index] = pipelining.command(b"RCPT TO:", rcpt, [], encoding)
+            except UnicodeEncodeError:
+                pass                                # answered _NO_SMTPUTF8 below
+        if not lines:
+            return [_NO_SMTPUTF8] * len(recipients)
+        outcome = await pipelining.transaction(
+            smtp, mail, list(lines.values()), body, timeouts.command, timeouts.data,
+            lambda stage: setattr(self, "phase", Phase[stage]))
+        if outcome.reset:
+            await _reset(smtp, timeouts.command)
+        if outcome.mail is not None:
+            return [UpstreamReply(outcome.mail.code, outcome.mail.message)] * len(recipients)
+        answers = dict(zip(lines, outcome.answers))
+        return [UpstreamReply(answers[i].code, answers[i].message) if i in answers else _NO_SMTPUTF8
+                for i in range(len(recipients))]
 
     def _describe(self, exc: BaseException) -> str:
         """What went wrong, and where: the text of the deferred recipients' reply."""

@@ -17,7 +17,11 @@ later ones behave, so a test can watch a deferred message be delivered on a retr
 message that reached its final dot is in `messages` with the reply it got (None: dropped),
 and every session's commands are in `sessions`. With `tls_context` it offers STARTTLS and
 upgrades with that context (a test's own: an untrusted certificate, TLS 1.1 only...); with
-`credentials` it offers AUTH PLAIN and answers 535 to anything else.
+`credentials` it offers AUTH PLAIN and answers 535 to anything else. With `pipelining` it
+offers PIPELINING (RFC 2920) and holds its MAIL and RCPT replies until it reads DATA, then
+sends them with DATA's: only a client that pipelines gets past MAIL (one that waits for each
+reply times out). It follows a refused MAIL with 503 to RCPT, and answers DATA with 554
+when no recipient was accepted, as servers do, unless the script says otherwise.
 It runs its own event loop in a thread, like `FakeUpstream`; use it as a context manager.
 """
 from __future__ import annotations
@@ -70,6 +74,8 @@ class _Session:
     mail_from: str = ""
     rcpt_tos: list[str] = field(default_factory=list)
     tls: bool = False
+    mail_ok: bool = False
+    held: list[str] = field(default_factory=list)          # replies held until DATA (pipelining)
 
 
 class _Dropped(Exception):
@@ -79,8 +85,9 @@ class _Dropped(Exception):
 class MisbehavingUpstream:
     def __init__(self, script: dict[str, Action] | None = None, faulty_sessions: int | None = None,
                  tls_context: ssl.SSLContext | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, pipelining: bool = False) -> None:
         self.script = script or {}
+        self.pipelining = pipelining
         self.faulty_sessions = faulty_sessions
         self.tls_context = tls_context
         self.credentials = credentials
@@ -154,7 +161,7 @@ class MisbehavingUpstream:
         verb, _, arg = command.partition(" ")
         verb = verb.upper()
         if verb == "EHLO":
-            lines = ["fake-misbehaving", "8BITMIME", "SMTPUTF8"]
+            lines = ["fake-misbehaving", "8BITMIME", "SMTPUTF8"] + ["PIPELINING"] * self.pipelining
             if self.tls_context is not None and not session.tls:
                 lines.append("STARTTLS")
             if self.credentials is not None:
@@ -170,15 +177,22 @@ class MisbehavingUpstream:
                               if ok else "535 5.7.8 Authentication credentials invalid")
         elif verb == "MAIL":
             session.mail_from, session.rcpt_tos = _address(arg), []
-            await self._reply(writer, session, "mail", "250 2.1.0 Ok")
+            session.mail_ok = (await self._reply(writer, session, "mail", "250 2.1.0 Ok",
+                                                 hold=self.pipelining)).startswith("2")
         elif verb == "RCPT":
-            session.rcpt_tos.append(_address(arg))
-            await self._reply(writer, session, "rcpt", "250 2.1.5 Ok")
+            if not session.mail_ok:
+                await self._reply(writer, session, None, "503 5.5.1 Error: need MAIL command",
+                                  hold=self.pipelining)
+            elif (await self._reply(writer, session, "rcpt", "250 2.1.5 Ok",
+                                    hold=self.pipelining)).startswith("2"):
+                session.rcpt_tos.append(_address(arg))
         elif verb == "DATA":
-            if (await self._reply(writer, session, "data", "354 End data with <CR><LF>.<CR><LF>")
-                    ).startswith("354"):
+            normal = ("354 End data with <CR><LF>.<CR><LF>" if session.rcpt_tos
+                      else "554 5.5.1 Error: no valid recipients")
+            if (await self._reply(writer, session, "data", normal)).startswith("354"):
                 await self._data(reader, writer, session)
         elif verb in ("RSET", "NOOP"):
+            session.mail_ok, session.rcpt_tos = False, []
             await self._reply(writer, session, None, "250 2.0.0 Ok")
         elif verb == "QUIT":
             await self._reply(writer, session, None, "221 2.0.0 Bye")
@@ -197,7 +211,7 @@ class MisbehavingUpstream:
                             b"".join(lines), None)
         with self.lock:
             self.messages.append(received)
-        session.mail_from, session.rcpt_tos = "", []
+        session.mail_from, session.rcpt_tos, session.mail_ok = "", [], False
         received.reply = await self._reply(writer, session, "dot", "250 2.0.0 Ok: queued")
 
     async def _starttls(self, reader, writer, session: _Session) -> None:
@@ -224,16 +238,21 @@ class MisbehavingUpstream:
             return None
         return self.script.get(point)
 
-    async def _reply(self, writer, session: _Session, point: str | None, normal: str) -> str:
-        """Send the normal reply at `point`, or what the script says instead; returns it."""
+    async def _reply(self, writer, session: _Session, point: str | None, normal: str,
+                     hold: bool = False) -> str:
+        """Send the normal reply at `point`, or what the script says instead (`hold`: with the
+        next reply not held); returns it."""
         action = self._action(session, point)
         if isinstance(action, Drop):
             raise _Dropped()
         if isinstance(action, Delay):
             await asyncio.sleep(action.seconds)
         text = action.line if isinstance(action, Reply) else normal
-        writer.write(text.encode() + b"\r\n")
-        await writer.drain()
+        session.held.append(text)
+        if not hold:
+            writer.write("".join(f"{line}\r\n" for line in session.held).encode())
+            session.held.clear()
+            await writer.drain()
         return text
 
 

@@ -5,8 +5,10 @@ Magic local parts (anything before an optional `+tag`):
   permfail@  -> 550 5.1.1 at RCPT
   flaky@     -> 451 4.3.0 at RCPT the first time this address is seen, then accepted
   slow@      -> the DATA reply waits `slow_delay` seconds
-Everything else is accepted and recorded in `messages`. It runs its own event loop in a
-thread, so tests (and a relay in another process) talk to it over a real socket.
+Everything else is accepted and recorded in `messages`. It offers PIPELINING (RFC 2920), as
+the providers relay routes to do (aiosmtpd reads pipelined commands in order; it just does
+not say so), unless `pipelining=False`. It runs its own event loop in a thread, so tests (and
+a relay in another process) talk to it over a real socket.
 """
 from __future__ import annotations
 
@@ -36,6 +38,12 @@ class _Handler:
     def __init__(self, fake: "FakeUpstream") -> None:
         self.fake = fake
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.fake.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, options):
         local = address.split("@")[0].split("+")[0].lower()
         with self.fake.lock:
@@ -61,7 +69,8 @@ class _Handler:
 class FakeUpstream:
     def __init__(self, tls: str = "none", tls_context: ssl.SSLContext | None = None,
                  credentials: tuple[str, str] | None = None, slow_delay: float = 2.0,
-                 port: int = 0) -> None:
+                 port: int = 0, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
         self.tls = tls
         self.tls_context = tls_context
         self.credentials = credentials
