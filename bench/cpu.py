@@ -4,8 +4,8 @@
 
 Throughput on a shared 2-core machine moves with the neighbours (steal time); the CPU time a
 process spends on a fixed number of messages moves much less. For each run: `relay serve`
-(as bench/e2e.py's relay peer) takes `--messages` messages from smtp-source (20 sessions,
-one message each) and forwards them to smtp-sink; the user+system CPU of each relay process
+(as bench/e2e.py's relay peer) takes `--messages` messages from smtp-source (`--sessions`
+sessions, 20 by default, one message each) and forwards them to smtp-sink; the user+system CPU of each relay process
 (the listener, the delivery process, the lint process) is read from /proc before and after,
 and divided by the message count (and its system share, `sys`: system calls and wake-ups). Prints one line per run, the medians, and a JSON line.
 With `--lint-off`, a second relay with `content.mode: off` runs interleaved: the lint's CPU.
@@ -58,11 +58,11 @@ def steal() -> float:
     return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / TICK
 
 
-def run_once(peer: RelayPeer, sink, messages: int, size: int) -> dict[str, float]:
+def run_once(peer: RelayPeer, sink, messages: int, size: int, sessions: int) -> dict[str, float]:
     pids = processes(peer.proc.pid)
     before = {role: cpu_seconds(pid) for role, pid in pids.items()}
     stolen = steal()
-    r = measure(peer.port, sink, messages, size, sessions=20, sender=f"bench@{DOMAIN}")
+    r = measure(peer.port, sink, messages, size, sessions=sessions, sender=f"bench@{DOMAIN}")
     peer.wait_empty()
     used = {}
     for role, pid in pids.items():
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--lint-off", action="store_true")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="relay-cpu-"))
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
             peer.wait_empty()
         for run in range(args.runs):
             for name in (list(peers) if run % 2 == 0 else list(reversed(peers))):
-                used = run_once(peers[name], sink, args.messages, args.size)
+                used = run_once(peers[name], sink, args.messages, args.size, args.sessions)
                 results[name].append(used)
                 print(f"run {run + 1} {name:8s} " + "  ".join(
                     f"{k} {v:.3f}" for k, v in used.items()), file=sys.stderr, flush=True)
