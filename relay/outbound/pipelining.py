@@ -22,6 +22,7 @@ message, a lone dot, and no recipient counts it as sent. RSET follows a failed t
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -30,6 +31,7 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 
 _CLOSING = 421
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")          # as aiosmtplib refuses in a command
 _MAX_REPLY = 64 * 1024               # bytes of one reply, its continuation lines included
 
 
@@ -45,6 +47,7 @@ class Replies(asyncio.Protocol):
         self.error: Exception | None = None
         self.lost = False
         self.lost_with: Exception | None = None
+        self._original: asyncio.BaseProtocol | None = None
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -84,9 +87,19 @@ class Replies(asyncio.Protocol):
         return False                                   # the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._original is not None:    # handed back already (uvloop's TLS calls late)
+            self._original.connection_lost(exc)
+            return
         self.lost, self.lost_with = True, exc
         self._fail(aiosmtplib.SMTPServerDisconnected("Connection lost"))
         self._wake()
+
+    def handed_back(self, original: asyncio.BaseProtocol) -> None:
+        """aiosmtplib's protocol is the connection's again: it learns of a loss that came
+        while this one was in place, and gets any that comes later."""
+        self._original = original
+        if self.lost:
+            original.connection_lost(self.lost_with)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done() and (self._ready or self.error):
@@ -119,8 +132,8 @@ def command(verb: bytes, address: str, options: list[str], encoding: str) -> byt
     """`MAIL FROM:<a> OPTS` or `RCPT TO:<a>`, as aiosmtplib writes them; UnicodeEncodeError
     for an address the session cannot carry (UTF-8 without SMTPUTF8)."""
     line = verb + quote_address(address).encode(encoding)
-    if b"\r" in line or b"\n" in line:                # never from relay's own parser
-        raise ValueError("an address holds a line break")
+    if _CONTROL.search(line):                         # never from relay's own parser
+        raise ValueError("an address holds a control character")
     return line + b"".join(b" " + o.encode("ascii") for o in options) + b"\r\n"
 
 
@@ -145,15 +158,22 @@ async def transaction(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], bo
         replies = Replies()
         transport.set_protocol(replies)
         try:
-            return await _exchange(transport, replies, mail, rcpts, body, command_timeout,
-                                   data_timeout, at)
+            outcome = await _exchange(transport, replies, mail, rcpts, body, command_timeout,
+                                      data_timeout, at)
+            if any(a.code == _CLOSING for a in outcome.answers):
+                _abort(transport)        # the server is closing: no QUIT, no body it waits for
+            return outcome
         except BaseException:            # replies may still come: the session cannot go on
-            transport.close()
+            _abort(transport)            # (and a body still buffered must not leave now)
             raise
         finally:
             transport.set_protocol(original)
-            if replies.lost:
-                original.connection_lost(replies.lost_with)
+            replies.handed_back(original)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    if not transport.is_closing():       # closing twice breaks asyncio's TLS transport
+        transport.abort()
 
 
 async def _exchange(transport: asyncio.WriteTransport, replies: Replies, mail: bytes,
@@ -174,7 +194,7 @@ async def _exchange(transport: asyncio.WriteTransport, replies: Replies, mail: b
                            reset=False)
         answers.append(None if reply.code in (250, 251) else reply)
     at("DATA")
-    start = await replies.next(command_timeout)
+    start = await replies.next(data_timeout)          # as aiosmtplib's DATA: `timeouts.data`
     if start.code == _CLOSING:
         return Outcome(refused, [a or start for a in answers], reset=False)
     if refused is not None or all(a is not None for a in answers):

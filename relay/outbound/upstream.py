@@ -166,7 +166,7 @@ class SmtpSession:
         if utf8:
             mail_options.append("SMTPUTF8")
         encoding = "utf-8" if utf8 else "ascii"
-        if pipelining.usable(smtp, body):
+        if pipelining.usable(smtp, body) and _encodable([mail_from, *recipients], encoding):
             return await self._pipelined(smtp, mail_from, recipients, body, mail_options, encoding)
         self.phase = Phase.MAIL
         try:
@@ -208,30 +208,19 @@ class SmtpSession:
 
     async def _pipelined(self, smtp: aiosmtplib.SMTP, mail_from: str, recipients: list[str],
                          body: bytes, mail_options: list[str], encoding: str) -> list[UpstreamReply]:
-        """`_transaction` in two round trips (`pipelining.py`), with the same answers."""
+        """`_transaction` in two round trips (`pipelining.py`), with the same answers (its
+        addresses all encodable: those that are not take the other path, which answers
+        them one by one)."""
         timeouts = self.client.route.timeouts
-        try:
-            mail = pipelining.command(b"MAIL FROM:", mail_from, mail_options, encoding)
-        except UnicodeEncodeError:
-            return [_NO_SMTPUTF8] * len(recipients)
-        lines: dict[int, bytes] = {}
-        for index, rcpt in enumerate(recipients):
-            try:
-                lines[index] = pipelining.command(b"RCPT TO:", rcpt, [], encoding)
-            except UnicodeEncodeError:
-                pass                                # answered _NO_SMTPUTF8 below
-        if not lines:
-            return [_NO_SMTPUTF8] * len(recipients)
         outcome = await pipelining.transaction(
-            smtp, mail, list(lines.values()), body, timeouts.command, timeouts.data,
-            lambda stage: setattr(self, "phase", Phase[stage]))
+            smtp, pipelining.command(b"MAIL FROM:", mail_from, mail_options, encoding),
+            [pipelining.command(b"RCPT TO:", r, [], encoding) for r in recipients], body,
+            timeouts.command, timeouts.data, lambda stage: setattr(self, "phase", Phase[stage]))
         if outcome.reset:
             await _reset(smtp, timeouts.command)
         if outcome.mail is not None:
             return [UpstreamReply(outcome.mail.code, outcome.mail.message)] * len(recipients)
-        answers = dict(zip(lines, outcome.answers))
-        return [UpstreamReply(answers[i].code, answers[i].message) if i in answers else _NO_SMTPUTF8
-                for i in range(len(recipients))]
+        return [UpstreamReply(a.code, a.message) for a in outcome.answers]
 
     def _describe(self, exc: BaseException) -> str:
         """What went wrong, and where: the text of the deferred recipients' reply."""
@@ -300,6 +289,15 @@ async def _data(smtp: aiosmtplib.SMTP, body: bytes, timeout: float) -> aiosmtpli
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
+
+
+def _encodable(addresses: list[str], encoding: str) -> bool:
+    try:
+        for address in addresses:
+            address.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _reset(smtp: aiosmtplib.SMTP, timeout: float) -> None:
