@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from relay.clock import Clock
 from relay.config import Limits
 from relay.governor.rates import Line, SlidingWindow
-from relay.governor.warmup import SPIKE_DAYS, SPIKE_FLOOR, spike_cap, warmup_cap, warmup_day
+from relay.governor.warmup import (SPIKE_DAYS, SPIKE_FLOOR, bulk_share, spike_cap, warmup_cap,
+                                   warmup_day)
 from relay.clock import DAY, day_of
 from relay.units import Rate
 
@@ -275,7 +276,9 @@ class Governor:
             return _UNLIMITED, None
         key = ramp(domain, provider)
         sent = self._sent(domain, provider, today) + self._in_flight.get(key, 0)
-        share = max(1, int(cap * self._share(bulk))) if cap else 0    # as a rate's: never 0
+        previous = ([self._sent(domain, provider, today - i) for i in range(1, SPIKE_DAYS + 1)]
+                    if bulk and reason is HoldReason.SPIKE else [])
+        share = bulk_share(cap, self._share(bulk), reason.value, previous)
         return max(0, share - sent), Hold((today + 1) * DAY, reason,
                                           cap_detail(self.limits, reason, cap, provider, bulk, sent))
 

@@ -6,7 +6,8 @@ through relay, counting only the healthy days: a day the domain was paused, or w
 or complaint rate went over the reputation limit, does not move the ramp on. The
 spike guard, after warm-up: no day above `max_growth` x the average of the 7 previous days,
 once the domain has 7 days of history (before that there is nothing to compare with), and
-never below the warm-up's first step (50 without a schedule).
+never below the warm-up's first step (50 without a schedule). Bulk mail's part of either
+cap: `bulk_share`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ def warmup_day(first_send_day: int | None, today: int, unhealthy: Iterable[int] 
 
 def warmup_cap(schedule: list[int], day: int) -> int | None:
     return schedule[day] if day < len(schedule) else None
+
+
+def bulk_share(cap: int, share: float, reason: str, previous_days: list[int]) -> int:
+    """What bulk mail (`share`: 1 - limits.bulk.reserve) may use of a day's cap: its share,
+    at least 1 of a cap above 0 (as of a rate); and of the spike guard's cap, never less than
+    the average of the 7 previous days. Held to its share of `max_growth` x that average, a
+    domain sending only bulk mail at a steady pace would see its cap shrink day after day
+    whenever share x max_growth < 1 (80% x 1.2), down to the floor; so the reserve comes
+    out of the growth, and bulk may always keep the pace it had."""
+    if not cap:
+        return 0
+    mine = max(1, int(cap * share))
+    if reason == "spike" and share < 1.0:
+        mine = max(mine, min(cap, sum(previous_days) // SPIKE_DAYS))
+    return mine
 
 
 def spike_cap(max_growth: float | None, previous_days: list[int], history_days: int,

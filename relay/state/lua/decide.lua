@@ -144,7 +144,7 @@ local function daily_cap(provider)
   for i = 1, SPIKE_DAYS do total = total + sent_on(provider, today - i) end
   local average = total / SPIKE_DAYS
   if average <= 0 then return nil, 'spike' end
-  return math.max(floor, math.floor(growth * average)), 'spike'
+  return math.max(floor, math.floor(growth * average)), 'spike', math.floor(total / SPIKE_DAYS)
 end
 
 -- grant, in the message's order -----------------------------------------------------------
@@ -155,12 +155,16 @@ local i = 11 + n_checks * 3
 while i < #ARGV do
   local provider, n = ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 2
-  local cap, reason = daily_cap(provider)
+  local cap, reason, average = daily_cap(provider)
   local cap_room, sent = UNLIMITED, 0
   if cap then
     sent = sent_on(provider, today) + (in_flight[provider] or 0)
     local mine = 0
     if cap > 0 then mine = math.max(1, math.floor(cap * share)) end
+    -- warmup.bulk_share: of the spike guard's cap, bulk keeps at least the 7-day average
+    if cap > 0 and reason == 'spike' and share < 1 then
+      mine = math.max(mine, math.min(cap, average))
+    end
     cap_room = math.max(0, mine - sent)
   end
   local granted = math.min(n, cap_room, room)

@@ -29,7 +29,8 @@ against it, never against the governor's state:
    provider): what the ramp delivered earlier that UTC day plus what it is granted is at
    most its cap (warm-up step, else spike cap), and for bulk at most
    max(1, floor(cap x (1 - reserve))) of a cap above 0 (as with a rate, the reserve never
-   leaves bulk nothing at all). (Recipients the route deferred do not count toward a day's
+   leaves bulk nothing at all), or of a spike cap, the 7 previous days' average (floored)
+   when that is more (bulk keeps the pace it had: the reserve comes out of the growth). (Recipients the route deferred do not count toward a day's
    cap: they delivered nothing.) The warm-up step is the ramp's days since its first
    delivery, today excluded, less the domain's unhealthy days among them, as this test
    counts them; the spike guard looks at the ramp's own 7 previous days. A provider's ramp
@@ -298,13 +299,21 @@ class Ledger:
         floor = schedule[0] if schedule else 50        # never below a first day's step
         return max(floor, int(growth * average)) if average > 0 else None
 
-    def cap_share(self, cap: int, bulk: bool) -> tuple[int, int]:
+    def cap_share(self, cap: int, bulk: bool, domain: str, provider: str,
+                  today: int) -> tuple[int, int]:
         """(exact, as the governor computes it) part of a day's cap the stream may use: bulk
-        leaves the reserve, but as with a rate, a cap above 0 leaves it at least 1."""
+        leaves the reserve, but as with a rate, a cap above 0 leaves it at least 1; of a
+        spike cap, bulk may use at least the 7 previous days' average."""
         if not bulk or not cap:
             return cap, cap
         keep = 100 - round(self.limits.bulk.reserve * 100)
-        return max(1, cap * keep // 100), max(1, int(cap * (1.0 - self.limits.bulk.reserve)))
+        exact = max(1, cap * keep // 100)
+        computed = max(1, int(cap * (1.0 - self.limits.bulk.reserve)))
+        if keep < 100 and self.warmup_day(domain, provider, today) >= len(self.limits.warmup.schedule):
+            average = sum(self.sent_on(domain, provider, today - i)
+                          for i in range(1, SPIKE_DAYS + 1)) // SPIKE_DAYS
+            exact, computed = max(exact, min(cap, average)), max(computed, min(cap, average))
+        return exact, computed
 
     def rate_room(self, domain: str, bulk: bool, now: float) -> tuple[int, int, bool]:
         """What every rate leaves the stream now, as the governor computes shares: at least
@@ -328,7 +337,9 @@ class Ledger:
         cap = self.cap(domain, provider, day_of(now))
         if cap is None:
             return UNLIMITED
-        return max(0, self.cap_share(cap, bulk)[1] - self.sent_on(domain, provider, day_of(now)))
+        today = day_of(now)
+        return max(0, self.cap_share(cap, bulk, domain, provider, today)[1]
+                   - self.sent_on(domain, provider, today))
 
     def sent_on(self, domain: str, provider: str, day: int) -> int:
         """The ramp's volume that day; a provider's ramp also counts what the whole domain's
@@ -355,7 +366,7 @@ class Ledger:
             cap = self.cap(domain, provider, day_of(now))
             if k and cap is not None:
                 today = self.sent_on(domain, provider, day_of(now))
-                share = self.cap_share(cap, bulk)[0]
+                share = self.cap_share(cap, bulk, domain, provider, day_of(now))[0]
                 assert today + k <= share, (
                     f"{what}: {today} delivered today to ramp {ramp(domain, provider)!r} + {k}"
                     f" granted over its day's cap {cap} (this stream: {share}; warm-up day "

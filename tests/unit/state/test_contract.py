@@ -396,6 +396,28 @@ def test_the_spike_guard_sees_the_last_seven_days_after_a_restart(state_factory)
     assert (grant.hold.until, grant.hold.reason) == (TOMORROW + 7 * DAY, HoldReason.SPIKE)
 
 
+def test_bulk_keeps_its_seven_day_pace_under_the_spike_guard(state_factory):
+    """A domain sending only bulk mail, 100 a day for seven days, under max_growth 1.2 and
+    the 20% reserve: the cap is 120, of which bulk's share would be 96, and then 92, 91...
+    day after day; bulk keeps at least its average (100), the reserve comes out of the
+    growth (20 left for transactional mail). Day 8 at 150 asked: 100 granted."""
+    state = state_factory(limits={"spike": {"max_growth": 1.2}, "warmup": {"per_provider": False},
+                                  "bulk": {"reserve": "20%"}})
+    clock = state_factory.clock
+
+    async def scenario():
+        for day in range(7):
+            await state.record_outcome(delivered(f"Q{day}:1", 100))
+            clock.advance(DAY)
+        bulk = await reserve(state, 150, bulk=True)
+        await state.record_outcome(Outcome(bulk.reservation, "acme.fr", {"": bulk.count},
+                                           {"": bulk.count}))
+        return bulk, await reserve(state, 50)
+    bulk, transactional = asyncio.run(scenario())
+    assert bulk.count == 100 and bulk.hold.reason is HoldReason.SPIKE
+    assert transactional.count == 20                       # the rest of the cap of 120
+
+
 def test_the_rate_windows_outlive_a_restart(state_factory):
     """`close()` keeps the rate windows: with domain_rate 10/min, the next state holds the
     11th recipient of the minute for the rate, and grants it once the minute has passed."""
