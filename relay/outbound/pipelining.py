@@ -4,7 +4,7 @@ MAIL, every RCPT and DATA leave in one write; their replies are read in order; t
 message and its final dot, and that reply. Without pipelining each command waits for its
 reply: with aiosmtplib's command machinery, four round trips and ~430 us of the delivery
 process's CPU for a 10 KB message to smtp-sink here, against two and ~150 us this way
-(bench/README.md). Every provider relay routes to offers PIPELINING; a route that does not
+(bench/README.md). Providers' submission servers commonly offer PIPELINING; a route that does not
 gets the one-command-at-a-time path (`upstream.SmtpSession._transaction`).
 
 While the transaction runs, `Replies` is the connection's protocol (`set_protocol`), since
