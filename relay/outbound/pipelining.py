@@ -118,12 +118,23 @@ class Replies(asyncio.Protocol):
         return self._ready.popleft()
 
 
+def crlf_clean(body: bytes) -> bool:
+    """Every CR and LF in a CRLF pair: the message can go as stored (`dot_stuffed`)."""
+    return body.count(b"\n") == body.count(b"\r") == body.count(b"\r\n")
+
+
+def dot_stuffed(body: bytes) -> bytes:
+    """A CRLF-clean message as DATA carries it, before its final dot: ending in CRLF, each
+    line starting with "." given one more (RFC 5321 §4.5.2), in one C-level replace."""
+    stuffed = (body if body.endswith(b"\r\n") else body + b"\r\n").replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
 def usable(smtp: aiosmtplib.SMTP, body: bytes) -> bool:
     """PIPELINING offered, the body CRLF-clean (it is sent as stored, dot-stuffed in one
     pass), and aiosmtplib's connection the shape this module knows."""
     protocol = smtp.protocol
-    return (smtp.supports_extension("pipelining")
-            and body.count(b"\n") == body.count(b"\r") == body.count(b"\r\n")
+    return (smtp.supports_extension("pipelining") and crlf_clean(body)
             and protocol is not None and getattr(protocol, "transport", None) is not None
             and getattr(protocol, "_command_lock", None) is not None)
 
@@ -206,9 +217,7 @@ async def _exchange(transport: asyncio.WriteTransport, replies: Replies, mail: b
         return Outcome(refused, [a or start for a in answers], reset=True)
     if start.code != 354:
         return Outcome(None, [a or start for a in answers], reset=True)
-    stuffed = body if body.endswith(b"\r\n") else body + b"\r\n"
-    stuffed = stuffed.replace(b"\r\n.", b"\r\n..")
-    transport.writelines([b"." if stuffed.startswith(b".") else b"", stuffed, b".\r\n"])
+    transport.writelines([dot_stuffed(body), b".\r\n"])
     final = await replies.next(data_timeout)
     return Outcome(None, [a or final for a in answers],
                    reset=final.code != 250 and final.code != _CLOSING)

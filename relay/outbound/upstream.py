@@ -262,16 +262,12 @@ async def _data(smtp: aiosmtplib.SMTP, body: bytes, timeout: float) -> aiosmtpli
     whole message (most of the delivery process's CPU at 100 KB, bench/README.md), although
     relay stores messages CRLF-clean (the listener refuses bare CR and LF): a message that
     is not (never expected) goes through aiosmtplib's path instead."""
-    clean = body.count(b"\n") == body.count(b"\r") == body.count(b"\r\n")
+    clean = pipelining.crlf_clean(body)
     protocol = smtp.protocol
     lock = getattr(protocol, "_command_lock", None)
     if not clean or lock is None or not hasattr(protocol, "_response_pending"):
         return await smtp.data(body, timeout=timeout)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    stuffed = body.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
+    stuffed = pipelining.dot_stuffed(body)
     try:
         async with lock:
             protocol._response_pending = True
