@@ -227,15 +227,12 @@ def _until(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-# --- confirmed: answers that differ from the one-command-at-a-time path -------------------
+# --- answers that once differed from the one-command-at-a-time path ----------------------
 
 def test_the_354_waits_the_data_timeout_as_one_command_at_a_time():
-    """`_data` waits `timeouts.data` for DATA's 354 (config: "data: DATA, the message, the
-    reply to the final dot"); `_exchange` waits `command_timeout` for it
-    (pipelining.py: `start = await replies.next(command_timeout)`), so a provider that is
-    slow to open DATA (content scanners, greylisting delays) is delivered one way and
-    deferred the other, with a message that names the wrong wait ("no reply within 10s at
-    DATA" after 0.3s)."""
+    """Both paths wait `timeouts.data` for DATA's 354 (config: "data: DATA, the message,
+    the reply to the final dot"): a provider slow to open DATA is delivered either way (the
+    pipelined path once waited the command timeout, and deferred it)."""
     def answer(session, verb, arg):
         return Later(1.0, "354 go ahead") if verb == "DATA" else None
     one_at_a_time, pipelined = both(answer, ["a@example.net"], command="0.3s", data="10s")
@@ -245,8 +242,8 @@ def test_the_354_waits_the_data_timeout_as_one_command_at_a_time():
 
 def test_a_utf8_recipient_after_a_421_gets_the_421_as_one_command_at_a_time():
     """One at a time, a 421 at RCPT answers every recipient not asked yet, an unencodable
-    (UTF-8, no SMTPUTF8) one included: deferred. Pipelined, that recipient was never in the
-    group and `_pipelined` answers it _NO_SMTPUTF8 (553: a bounce) whatever happened."""
+    (UTF-8, no SMTPUTF8) one included: deferred, not bounced. A transaction with an
+    unencodable address therefore takes the one-at-a-time path."""
     def answer(session, verb, arg):
         return "421 4.7.0 closing" if verb == "RCPT" and "b@" in arg else None
     one_at_a_time, pipelined = both(answer, ["a@example.net", "b@example.net", "ü@example.net"])
@@ -256,8 +253,7 @@ def test_a_utf8_recipient_after_a_421_gets_the_421_as_one_command_at_a_time():
 
 def test_only_utf8_recipients_and_mail_refused_gets_mail_s_reply_as_one_command_at_a_time():
     """One at a time, MAIL is sent before any RCPT is encoded, so a refused MAIL (here 421)
-    answers every recipient; pipelined, `_pipelined` returns _NO_SMTPUTF8 for all without
-    sending MAIL (`if not lines:`)."""
+    answers every recipient: the same whether or not PIPELINING is offered."""
     def answer(session, verb, arg):
         return "421 4.7.0 closing" if verb == "MAIL" else None
     one_at_a_time, pipelined = both(answer, ["ü@example.net", "é@example.net"])
@@ -344,12 +340,10 @@ def test_a_connection_lost_mid_transaction_then_the_next_message(tls_pair, tls, 
     """Lost while `Replies` is installed: RouteUnavailable naming DATA, and the same session
     object connects again for the next message.
 
-    Fails on asyncio's TLS transport (starttls-asyncio, implicit-asyncio): the connection is
-    already closed when `transaction`'s `except BaseException: transport.close()` runs, and
-    a second close() of an `_SSLProtocolTransport` sets its `_ssl_protocol` to None
-    (Lib/asyncio/sslproto.py, close()), so the `finally: transport.set_protocol(original)`
-    raises AttributeError: the provider's disconnect is reported as "AttributeError" (with
-    a logged traceback, upstream.py:153-156) and aiosmtplib's protocol is never told."""
+    On asyncio's TLS transport the connection is already closed when the transaction gives
+    up, and closing an `_SSLProtocolTransport` a second time sets its `_ssl_protocol` to
+    None (Lib/asyncio/sslproto.py), after which `set_protocol` raised AttributeError: the
+    provider's disconnect was reported as "AttributeError". `pipelining._abort` closes once."""
     def answer(session, verb, arg):
         return Close() if verb == "." and session.number == 0 else None
     server, client = tls_pair
