@@ -261,7 +261,7 @@ def test_only_utf8_recipients_and_mail_refused_gets_mail_s_reply_as_one_command_
     assert pipelined == one_at_a_time
 
 
-# --- checked, fine: equivalence in the cases the brief lists --------------------------------
+# --- the same answers either way -----------------------------------------------------------
 
 @pytest.mark.parametrize("name, answer, recipients", [
     ("mail 550", lambda s, v, a: "550 5.7.1 no" if v == "MAIL" else None, ["a@x.net", "b@x.net"]),
