@@ -72,3 +72,28 @@ def test_the_plain_address_shortcut_gives_what_parseaddr_gives(value):
                                    "<a.b+c@x.fr>", "Jean-Luc O'Neil <jl@x.fr>"])
 def test_common_addresses_take_the_shortcut(value):
     assert m._PLAIN_ADDRESS.fullmatch(value) is not None
+
+
+@pytest.mark.parametrize("parts", ["one", "multipart"])
+def test_each_text_part_is_read_up_to_text_scanned_characters(parts):
+    """As SpamAssassin's body_part_scan_size: the rules read the first TEXT_SCANNED
+    characters of a text part (a phrase within them is found, one past them is not), of a
+    one-part message and of a part of a multipart one alike; the HTML's visible text too."""
+    from relay.lint import Linter
+
+    filler = ("word " * (m.TEXT_SCANNED // 5))[:m.TEXT_SCANNED - 40]
+    text = f"{filler} offre exceptionnelle {'x' * 60} gagnant"
+    html = f"<html><body><p>{filler} offre exceptionnelle {'x' * 60} gagnant</p></body></html>"
+    if parts == "one":
+        data = ("From: a@acme.fr\r\nSubject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                + text + "\r\n").encode()
+    else:
+        data = ("From: a@acme.fr\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/alternative; boundary=b\r\n\r\n"
+                "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n"
+                "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b--\r\n").encode()
+    extracted = m.extract(data)
+    assert len(extracted.text) == m.TEXT_SCANNED
+    assert all(len(h.text) <= m.TEXT_SCANNED for h in extracted.html)
+    [phrases] = [f.evidence for f in Linter(("fr",)).check(data).findings if f.rule == "spam_phrases"]
+    assert "offre exceptionnelle" in phrases and "gagnant" not in phrases
