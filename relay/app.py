@@ -148,9 +148,12 @@ class Relay:
         self.dmarc.close()
         await self.lint.stop()
         await self.delivery.stop(drain_timeout)
-        for task in (self._heartbeat, self._watching):
-            if task is not None:
-                task.cancel()
+        tasks = [task for task in (self._heartbeat, self._watching) if task is not None]
+        for task in tasks:
+            task.cancel()
+        # until they have ended: a blocklist round's DNS lookups left pending would be
+        # garbage once the loop is gone ("coroutine ignored ... no running event loop")
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.state.close()
         self.spool.close()
         self.signing_pool.shutdown(wait=True)
