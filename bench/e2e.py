@@ -188,7 +188,7 @@ def main(argv=None) -> int:
                         rates[name].append(r["msgs_per_s"])
                         log(f"size {size} run {run + 1} {name:14s} {count} msgs in "
                             f"{r['elapsed_s']:.2f}s = {r['msgs_per_s']:.1f} msg/s "
-                            f"(other load {r['foreign_cpu_frac']:.1%})")
+                            f"(other load {r['foreign_cpu_frac']:.1%}, steal {r['steal_frac']:.1%})")
                 med = {name: median(v) for name, v in rates.items()}
                 summary[size] = {**rates, **{f"{name}_median": m for name, m in med.items()},
                                  "ratio": round(med["relay"] / med["postfix"], 2)}

@@ -193,6 +193,7 @@ class ForeignCpu:
         self.markers = [m.encode() for m in own_env]
         self.me = os.getpid()
         self.start = _proc_table()
+        self.steal0 = _steal_ticks()
         self.t0 = time.monotonic()
 
     def _ours(self, pid: int, table: dict[int, tuple[int, int]]) -> bool:
@@ -215,8 +216,19 @@ class ForeignCpu:
                 continue
             ticks += max(0, t - self.start.get(pid, (0, 0))[1]) if pid in self.start else t
         secs = ticks / _CLK
+        capacity = max(1e-9, wall * (os.cpu_count() or 1))
         return {"foreign_cpu_s": round(secs, 2),
-                "foreign_cpu_frac": round(secs / max(1e-9, wall * (os.cpu_count() or 1)), 3)}
+                "foreign_cpu_frac": round(secs / capacity, 3),
+                # the hypervisor's: CPU time this VM was ready to use and did not get (a
+                # shared cloud machine); runs with more than a few % are disturbed
+                "steal_frac": round((_steal_ticks() - self.steal0) / _CLK / capacity, 3)}
+
+
+def _steal_ticks() -> int:
+    """The machine's `steal` ticks so far (/proc/stat, the 8th field of the cpu line)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) if len(fields) > 8 else 0
 
 
 # --------------------------------------------------------------------------- sink
@@ -488,9 +500,10 @@ def measure(target_port: int | list[int], sink: Sink, messages: int, size_bytes:
 
     Returns dict(messages, size_bytes, sessions, per_session, elapsed_s,
     msgs_per_s, inject_s, mbytes_per_s, sink_count, foreign_cpu_s,
-    foreign_cpu_frac). foreign_cpu_frac is the share of the machine's CPU
+    foreign_cpu_frac, steal_frac). foreign_cpu_frac is the share of the machine's CPU
     capacity used by unrelated processes during the run: if it is not ~0 the
-    run was disturbed by other load. elapsed_s runs from just before
+    run was disturbed by other load; steal_frac, the share the hypervisor gave other
+    machines while this one wanted it (on a shared cloud VM, the larger disturbance). elapsed_s runs from just before
     smtp-source starts until the poll that sees the last message counted at the
     sink; inject_s is when smtp-source(s) finished (all messages accepted by the
     target). Raises LoadgenError on smtp-source failure, sink death or timeout."""
