@@ -1,8 +1,9 @@
 """Route clients: carrying one message to a route and reporting a reply per recipient.
 
-`SmtpRoute` speaks SMTP to the provider with aiosmtplib (the only module that imports it):
-STARTTLS or implicit TLS, AUTH with the password from `password_env`, and sessions reused
-across messages (each delivery worker keeps its own). `OutboxRoute` writes each message
+`SmtpRoute` speaks SMTP to the provider with aiosmtplib (this module and `pipelining.py`,
+its transaction in two round trips when the provider offers PIPELINING, are the only ones
+that import it): STARTTLS or implicit TLS, AUTH with the password from `password_env`, and
+sessions reused across messages (each delivery worker keeps its own). `OutboxRoute` writes each message
 as an `.eml` file (fsync + rename), for trying relay without a provider account.
 
 A route answers `send()` with one `UpstreamReply` per recipient. When no reply can be had at
