@@ -183,20 +183,33 @@ def _run(coro_fn, loop: str = "asyncio"):
         return runner.run(coro_fn())
 
 
+def _on_a_session(route: SmtpRoute, use, loop: str = "asyncio"):
+    """`await use(session)` on one session of `route` (as a delivery worker holds one),
+    closed after, on `loop`."""
+    async def run():
+        session = route.session()
+        try:
+            return await use(session)
+        finally:
+            await session.close()
+    return _run(run, loop)
+
+
+async def _answers(session, recipients=("a@x.net",)) -> list[str]:
+    return [str(a) for a in await session.send("s@acme.fr", list(recipients), BODY, [])]
+
+
 def _send(route: SmtpRoute, recipients, options=(), body: bytes = BODY, messages: int = 1,
           loop: str = "asyncio") -> list[list[str]] | str:
     """Each message's answers, or the RouteUnavailable's text."""
-    async def run():
-        session = route.session()
+    async def use(session):
         try:
             return [[str(a) for a in await session.send("billing@acme.fr", list(recipients), body,
                                                           list(options))]
                     for _ in range(messages)]
         except RouteUnavailable as exc:
             return f"RouteUnavailable: {str(exc).split(': ', 1)[1]}"
-        finally:
-            await session.close()
-    return _run(run, loop)
+    return _on_a_session(route, use, loop)
 
 
 def both(answer: Answer, recipients, options=(), **timeouts: str) -> tuple:
@@ -298,16 +311,10 @@ def test_over_tls_the_session_carries_on_after_each_transaction(tls_pair, tls, l
     with Provider(answer, tls=tls, context=server) as provider:
         route = _route(provider, client)
 
-        async def run():
-            session = route.session()
-            try:
-                out = []
-                for rcpts in (["a@x.net"], ["bad@x.net"], ["a@x.net", "bad@x.net"]):
-                    out.append([str(a) for a in await session.send("s@acme.fr", rcpts, BODY, [])])
-                return out
-            finally:
-                await session.close()
-        answers = _run(run, loop)
+        async def use(session):
+            return [await _answers(session, rcpts)
+                    for rcpts in (["a@x.net"], ["bad@x.net"], ["a@x.net", "bad@x.net"])]
+        answers = _on_a_session(route, use, loop)
         commands = [c.split(" ")[0] for c in provider.session(0).commands]
         assert len(provider.sessions) == 1
         assert provider.messages == [BODY, BODY]
@@ -350,15 +357,11 @@ def test_a_connection_lost_mid_transaction_then_the_next_message(tls_pair, tls, 
     with Provider(answer, tls=tls, context=server) as provider:
         route = _route(provider, client if tls != "none" else None)
 
-        async def run():
-            session = route.session()
-            try:
-                with pytest.raises(RouteUnavailable) as info:
-                    await session.send("s@acme.fr", ["a@x.net"], BODY, [])
-                return str(info.value), [str(a) for a in await session.send("s@acme.fr", ["a@x.net"], BODY, [])]
-            finally:
-                await session.close()
-        error, answers = _run(run, loop)
+        async def use(session):
+            with pytest.raises(RouteUnavailable) as info:
+                await _answers(session)
+            return str(info.value), await _answers(session)
+        error, answers = _on_a_session(route, use, loop)
     assert error.endswith("connection lost at DATA (the provider may have the message: it is sent again)")
     assert answers == ["250 2.0.0 Ok: queued"]
 
@@ -375,22 +378,18 @@ def test_cancelled_mid_transaction_closes_the_connection_and_the_next_send_recon
     with Provider(answer, tls=tls, context=server) as provider:
         route = _route(provider, client if tls != "none" else None)
 
-        async def run():
-            session = route.session()
-            try:
-                task = asyncio.create_task(session.send("s@acme.fr", ["a@x.net"], BODY, []))
-                loop_ = asyncio.get_running_loop()
-                deadline = loop_.time() + 10
-                while not provider.messages and loop_.time() < deadline:
-                    await asyncio.sleep(0.01)
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                ended = await asyncio.to_thread(provider.session(0).ended.wait, 10)
-                return ended, [str(a) for a in await session.send("s@acme.fr", ["a@x.net"], BODY, [])]
-            finally:
-                await session.close()
-        ended, answers = _run(run, loop)
+        async def use(session):
+            task = asyncio.create_task(_answers(session))
+            loop_ = asyncio.get_running_loop()
+            deadline = loop_.time() + 10
+            while not provider.messages and loop_.time() < deadline:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            ended = await asyncio.to_thread(provider.session(0).ended.wait, 10)
+            return ended, await _answers(session)
+        ended, answers = _on_a_session(route, use, loop)
         assert len(provider.sessions) == 2
     assert ended
     assert answers == ["250 2.0.0 Ok: queued"]
@@ -406,14 +405,10 @@ def test_a_reply_after_the_timeout_is_not_taken_for_the_next_command():
     with Provider(answer) as provider:
         route = _route(provider, data="0.3s")
 
-        async def run():
-            session = route.session()
-            try:
-                with pytest.raises(RouteUnavailable):
-                    await session.send("s@acme.fr", ["a@x.net"], BODY, [])
-                return [str(a) for a in await session.send("s@acme.fr", ["a@x.net"], BODY, [])]
-            finally:
-                await session.close()
-        answers = _run(run)
+        async def use(session):
+            with pytest.raises(RouteUnavailable):
+                await _answers(session)
+            return await _answers(session)
+        answers = _on_a_session(route, use)
         assert len(provider.sessions) == 2
     assert answers == ["250 2.0.0 Ok: queued"]
