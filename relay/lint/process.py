@@ -12,19 +12,12 @@ end of a large attachment) is not looked at. Never costs a message: a report tha
 come within `timeout`, a lint that fails, or a child that died gives None, and the message
 goes on without its findings; a dead child is started again (after a second), and stops when
 its stdin closes (the listener stopped or was killed).
-
-The child lowers its own CPU priority (`NICE`, 10 above the listener's): the lint is advice,
-and on a machine with no core to spare, taking mail and delivering it come first. It cannot
-fall behind for good: past `Acceptance.max_linting` messages waiting for reports, new mail
-waits for it, which gives it the CPU back. On a machine with a core to spare it changes
-nothing.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import sys
 
 from relay.lint import Finding, Linter, Report
@@ -33,7 +26,6 @@ log = logging.getLogger("relay.lint")
 
 _RESTART_DELAY = 1.0
 _LIMIT = 1 << 20                    # the longest report line
-NICE = 10                           # how much lower the child's CPU priority is
 MAX_LINTED = 8 << 20                # bytes of a message the lint reads: the rest is not looked at
 
 
@@ -156,7 +148,6 @@ def serve(languages: tuple[str, ...], source, sink) -> None:
 
 def main() -> None:
     from relay import events
-    os.nice(NICE)                       # raising one's niceness needs no privilege
     events.configure()
     languages = tuple(sys.argv[1].split(",")) if len(sys.argv) > 1 else ("fr", "en")
     # a large read buffer: a 10 KB message in one read, and what else is waiting with it

@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from relay.lint.process import NICE, LintProcess
+from relay.lint.process import LintProcess
 
 SPAM = (Path(__file__).parents[1] / "data" / "lint" / "fr-promo-spam.eml").read_bytes()
 CLEAN = (Path(__file__).parents[1] / "data" / "lint" / "fr-relance.eml").read_bytes()
@@ -103,19 +103,3 @@ def test_a_very_large_message_is_linted_on_its_first_megabytes():
     assert report is not None
     size = next(f for f in report.findings if f.rule == "attachment_size")
     assert 2.0 < float(size.evidence.split(" MB")[0]) <= MAX_LINTED / 1e6   # what it read
-
-
-def test_the_child_runs_at_a_lower_cpu_priority_than_the_listener():
-    """The lint is advice: on a machine with no core to spare, taking and delivering mail
-    come first (`NICE`); a report still comes."""
-    async def scenario():
-        lint = LintProcess(("fr", "en"))
-        await lint.start()
-        try:
-            report = await lint.check(CLEAN, bulk=False)
-            return report, os.getpriority(os.PRIO_PROCESS, lint._proc.pid)
-        finally:
-            await lint.stop()
-    report, child = asyncio.run(scenario())
-    assert report is not None
-    assert child == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
