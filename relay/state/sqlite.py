@@ -58,7 +58,7 @@ class SqliteState:
 
     # --- acceptance ---------------------------------------------------------------------
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
-        return await self.db.read(lambda conn: suppressions.lookup(conn, recipient, domain))
+        return await self.db.read_hot(lambda conn: suppressions.lookup(conn, recipient, domain))
 
     async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
         counter = await self._campaign_counter()
