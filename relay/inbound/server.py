@@ -109,9 +109,11 @@ class RelaySMTP(SMTP):
     line_length_limit = 65536          # applications do send long HTML lines; don't refuse them
 
     def __dir__(self) -> list[str]:
-        """Only aiosmtpd's __init__ asks (`handler.hook_names`): the class's `smtp_` and
-        `auth_` methods, listed once, not every attribute read on every connection."""
-        return hook_names(type(self), ("smtp_", "auth_"))
+        """Only aiosmtpd's __init__ asks (`handler.hook_names`): the class's `auth_` methods
+        (its AUTH mechanisms), listed once, not every attribute read on every connection.
+        Not the `smtp_` ones, which it would bind to make its command table: `__init__`
+        below puts `_answering`'s in its place."""
+        return hook_names(type(self), ("auth_",))
 
     def __init__(self, handler: Handler, acceptance: Acceptance, listener: Listener,
                  sessions: set, max_size: int, **kwargs) -> None:
@@ -340,7 +342,7 @@ class Listeners:
                 enable_SMTPUTF8=True, tls_context=self.tls_context if starttls else None,
                 require_starttls=starttls, auth_required=False,  # acceptance decides (530)
                 auth_require_tls=listener.tls != "implicit", timeout=server.timeout,
-                ident="relay")
+                ident="relay", loop=asyncio.get_running_loop())
         return make
 
     async def start(self) -> None:
