@@ -75,20 +75,31 @@ def run_once(peer: RelayPeer, sink, messages: int, size: int, sessions: int) -> 
     return used
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
+def load_arguments(doc: str, runs: int) -> argparse.ArgumentParser:
+    """The options of a run of relay alone under smtp-source (this script, threads.py)."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--messages", type=int, default=4000)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--lint-off", action="store_true")
-    args = ap.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="relay-cpu-"))
+    return ap
+
+
+def bench_sink(prefix: str):
+    """A work directory, a DKIM key in it, and smtp-sink on a free port: (work, key, port, sink)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     key = work / "dkim.pem"
     gen_rsa_key(key, work / "dkim.pub.pem")
     up = free_port()
-    sink = start_sink(up, workdir=work / "sink")
+    return work, key, up, start_sink(up, workdir=work / "sink")
+
+
+def main(argv=None) -> int:
+    ap = load_arguments(__doc__, runs=3)
+    ap.add_argument("--lint-off", action="store_true")
+    args = ap.parse_args(argv)
+    work, key, up, sink = bench_sink("relay-cpu-")
     peers = {"relay": RelayPeer(up, work / "relay", key)}
     if args.lint_off:
         peers["lint-off"] = RelayPeer(up, work / "lint-off", key, extra="content: {mode: off}")

@@ -13,20 +13,17 @@ Prints one block per run; the last line is JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu import processes  # noqa: E402
+from cpu import bench_sink, load_arguments, processes  # noqa: E402
 from e2e import DOMAIN, RelayPeer  # noqa: E402
-from loadgen import free_port, measure, start_sink  # noqa: E402
-from postfix_bench import gen_rsa_key  # noqa: E402
+from loadgen import measure  # noqa: E402
 
 
 def schedstats(pid: int) -> dict[tuple[int, str], tuple[float, float, int]]:
@@ -70,18 +67,8 @@ def run_once(peer: RelayPeer, sink, messages: int, size: int, sessions: int) -> 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=10240)
-    ap.add_argument("--messages", type=int, default=4000)
-    ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--sessions", type=int, default=20)
-    args = ap.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="relay-threads-"))
-    key = work / "dkim.pem"
-    gen_rsa_key(key, work / "dkim.pub.pem")
-    up = free_port()
-    sink = start_sink(up, workdir=work / "sink")
+    args = load_arguments(__doc__, runs=2).parse_args(argv)
+    work, key, up, sink = bench_sink("relay-threads-")
     results = []
     try:
         with RelayPeer(up, work / "relay", key) as peer:
