@@ -233,7 +233,8 @@ class Database:
                 self._hot = connect(self.path, busy_ms=HOT_BUSY_MS)
             return fn(self._hot)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            code = getattr(exc, "sqlite_errorcode", 0)     # absent: the module's own errors
+            if code & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
             return await self.read(fn)
 

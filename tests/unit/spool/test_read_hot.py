@@ -66,6 +66,35 @@ def test_a_busy_database_sends_the_read_to_a_reader_thread(db):
     assert count == 0 and thread != loop_thread
 
 
+def test_a_busy_database_when_the_loop_connection_is_first_opened_falls_back_too(db, monkeypatch):
+    import relay.spool.db as module
+    opened = []
+
+    def busy_connect(path, busy_ms=30000):
+        if busy_ms == HOT_BUSY_MS:                      # the loop's connection, not a reader's
+            opened.append(busy_ms)
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+            raise busy
+        return connect(path, busy_ms)
+    monkeypatch.setattr(module, "connect", busy_connect)
+
+    async def scenario():
+        first = await db.read_hot(value_of("a"))
+        second = await db.read_hot(value_of("a"))      # tries to open it again
+        return first, second
+    first, second = asyncio.run(scenario())
+    assert first[0] is None and second[0] is None
+    assert opened == [HOT_BUSY_MS, HOT_BUSY_MS]
+
+
+def test_an_error_without_an_sqlite_code_is_the_caller_s_as_raised(db):
+    def odd(conn):
+        raise sqlite3.OperationalError("raised by Python, not by SQLite")
+    with pytest.raises(sqlite3.OperationalError, match="raised by Python"):
+        asyncio.run(db.read_hot(odd))
+
+
 def test_the_loop_connection_waits_no_longer_than_hot_busy_ms(db):
     async def scenario():
         await db.read_hot(value_of("a"))
