@@ -225,9 +225,10 @@ class Database:
 
     async def read_hot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn`, a point read (an indexed lookup of a row or two), on the event loop's own
-        connection: in this thread, blocking it for the read (~5 us with the pages in memory).
-        A database busy for `HOT_BUSY_MS` sends the read to the reader threads (`read`). Only
-        from the event loop's thread: the connection is that thread's."""
+        connection: in this thread, blocking it for the read (~5 us with the pages in memory;
+        pages that are not are read from the disk here, so only for small, often-read
+        tables). A database busy for `HOT_BUSY_MS` sends the read to the reader threads
+        (`read`). Only from the event loop's thread: the connection is that thread's."""
         try:
             if self._hot is None:
                 self._hot = connect(self.path, busy_ms=HOT_BUSY_MS)
