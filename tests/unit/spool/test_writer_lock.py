@@ -82,8 +82,15 @@ def test_the_lock_is_released_after_a_failed_write(tmp_path):
     with pytest.raises(ValueError):
         asyncio.run(db.write(broken))
     probe = os.open(f"{path}.lock", os.O_RDWR)
+
+    def free() -> bool:            # the writer answers its batch, then lets go of the lock
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
     try:
-        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)    # raises if the writer kept it
+        wait_for(free)             # fails if the writer kept it
     finally:
         os.close(probe)
     db.close()
