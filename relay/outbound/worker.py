@@ -140,7 +140,7 @@ class Delivery:
     # --- the flow ---------------------------------------------------------------------
     async def deliver(self, message_id: str, session: RouteSession) -> None:
         """Steps 2-5 for one message (see the module docstring)."""
-        message = await self.spool.load(message_id, self.clock.now())
+        message = await self.spool.load(message_id)
         if message is None or message.next_attempt > self.clock.now():
             return                     # deleted meanwhile, or already deferred again
         route = self.routes[message.route]

@@ -24,13 +24,10 @@ from relay.spool.db import Database, connect
 
 log = logging.getLogger("relay.spool")
 
-# a message accepted in the last HOT_AGE seconds with a body up to HOT_BODY bytes is read on
-# the delivery process's event loop (`Database.read_hot`: tens of microseconds from memory,
-# where a hop to a reader thread costs ~200 us of CPU); any other on a reader thread, so that
-# neither a 50 MB body (150 ms to read) nor a backlog no longer in the page cache (a read
-# from the disk each) holds the loop
+# a body up to this size is read on the delivery process's event loop (`Database.read_hot`:
+# tens of microseconds from memory, where a hop to a reader thread costs ~200 us of CPU); a
+# bigger one on a reader thread, so that a 50 MB message does not hold the loop for its read
 HOT_BODY = 256 * 1024
-HOT_AGE = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -136,17 +133,15 @@ class Spool:
             "SELECT MIN(m) FROM (SELECT MIN(next_attempt) AS m FROM messages WHERE stream = 0"
             " UNION ALL SELECT MIN(next_attempt) FROM messages WHERE stream = 1)").fetchone()[0])
 
-    async def load(self, message_id: str, now: float | None = None) -> QueuedMessage | None:
-        """The message; read on the event loop's connection when it was accepted at most
-        `HOT_AGE` seconds before `now` with a body of at most `HOT_BODY` bytes (SQLite
-        measures a blob without reading it), on a reader thread otherwise."""
-        row = await self.db.read_hot(lambda conn: _age_and_size(conn, message_id))
-        if row is None:
+    async def load(self, message_id: str) -> QueuedMessage | None:
+        """The message, read on the event loop's connection when its body is at most
+        `HOT_BODY` bytes (its size is in its row: SQLite does not read a blob to measure it),
+        on a reader thread otherwise."""
+        size = await self.db.read_hot(lambda conn: _body_size(conn, message_id))
+        if size is None:
             return None
-        created, size = row
-        hot = now is not None and now - created <= HOT_AGE and size <= HOT_BODY
-        return await (self.db.read_hot if hot else self.db.read)(
-            lambda conn: _select(conn, message_id))
+        read = self.db.read_hot if size <= HOT_BODY else self.db.read
+        return await read(lambda conn: _select(conn, message_id))
 
     def record_attempt(self, message: QueuedMessage, also_enqueue: list[QueuedMessage] = (),
                        hold_reason: str = "") -> Awaitable[None]:
@@ -302,9 +297,9 @@ def _update(conn: sqlite3.Connection, m: QueuedMessage, hold_reason: str = "") -
                      [(r.state.value, r.reply, m.id, i) for i, r in enumerate(m.recipients)])
 
 
-def _age_and_size(conn: sqlite3.Connection, message_id: str) -> tuple[float, int] | None:
-    return conn.execute("SELECT created, length(body) FROM messages WHERE id = ?",
-                        (message_id,)).fetchone()
+def _body_size(conn: sqlite3.Connection, message_id: str) -> int | None:
+    row = conn.execute("SELECT length(body) FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else row[0]
 
 
 def _select(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | None:
