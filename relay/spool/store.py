@@ -24,11 +24,6 @@ from relay.spool.db import Database, connect
 
 log = logging.getLogger("relay.spool")
 
-# a body up to this size is read on the delivery process's event loop (`Database.read_hot`:
-# tens of microseconds from memory, where a hop to a reader thread costs ~200 us of CPU); a
-# bigger one on a reader thread, so that a 50 MB message does not hold the loop for its read
-HOT_BODY = 256 * 1024
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -116,9 +111,8 @@ class Spool:
         await self.db.write(write)
 
     async def due(self, now: float, limit: int) -> list[Due]:
-        """Messages whose next attempt is due, transactional first, oldest first (two steps
-        down an index: on the event loop's connection)."""
-        return await self.db.read_hot(lambda conn: [
+        """Messages whose next attempt is due, transactional first, oldest first."""
+        return await self.db.read(lambda conn: [
             Due(id, route, Stream(stream)) for id, route, stream in conn.execute(
                 "SELECT id, route, stream FROM messages WHERE stream = 0 AND next_attempt <= ?"
                 " ORDER BY next_attempt LIMIT ?", (now, limit)).fetchall()
@@ -129,19 +123,12 @@ class Spool:
     async def next_due_time(self) -> float | None:
         # per stream, so each MIN is one step down the (stream, next_attempt) index; a plain
         # MIN(next_attempt) reads the whole index: milliseconds per wake-up with a backlog
-        return await self.db.read_hot(lambda conn: conn.execute(
+        return await self.db.read(lambda conn: conn.execute(
             "SELECT MIN(m) FROM (SELECT MIN(next_attempt) AS m FROM messages WHERE stream = 0"
             " UNION ALL SELECT MIN(next_attempt) FROM messages WHERE stream = 1)").fetchone()[0])
 
     async def load(self, message_id: str) -> QueuedMessage | None:
-        """The message, read on the event loop's connection when its body is at most
-        `HOT_BODY` bytes (its size is in its row: SQLite does not read a blob to measure it),
-        on a reader thread otherwise."""
-        size = await self.db.read_hot(lambda conn: _body_size(conn, message_id))
-        if size is None:
-            return None
-        read = self.db.read_hot if size <= HOT_BODY else self.db.read
-        return await read(lambda conn: _select(conn, message_id))
+        return await self.db.read(lambda conn: _select(conn, message_id))
 
     def record_attempt(self, message: QueuedMessage, also_enqueue: list[QueuedMessage] = (),
                        hold_reason: str = "") -> Awaitable[None]:
@@ -295,11 +282,6 @@ def _update(conn: sqlite3.Connection, m: QueuedMessage, hold_reason: str = "") -
                  " WHERE id = ?", (m.attempts, m.next_attempt, m.held, hold_reason, m.id))
     conn.executemany("UPDATE recipients SET state = ?, reply = ? WHERE message_id = ? AND idx = ?",
                      [(r.state.value, r.reply, m.id, i) for i, r in enumerate(m.recipients)])
-
-
-def _body_size(conn: sqlite3.Connection, message_id: str) -> int | None:
-    row = conn.execute("SELECT length(body) FROM messages WHERE id = ?", (message_id,)).fetchone()
-    return None if row is None else row[0]
 
 
 def _select(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | None:

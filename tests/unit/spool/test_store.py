@@ -40,40 +40,6 @@ def test_enqueue_then_load_round_trips_exactly(spool):
     assert [r.state for r in loaded.recipients] == [RecipientState.QUEUED] * 2
 
 
-def test_a_small_body_is_loaded_on_the_loop_s_thread_a_big_one_on_a_reader_thread(spool):
-    """The delivery loop reads a body up to HOT_BODY itself; a bigger one (a 50 MB message
-    would hold the loop for its read) on a reader thread. Both come back whole."""
-    import threading
-
-    from relay.spool.store import HOT_BODY
-    small = msg("Q1", body=BODY)
-    big = msg("Q2", body=b"From: a@acme.fr\r\n\r\n" + b"x" * 998 * 300 + b"\r\n")
-    assert len(big.body) > HOT_BODY
-    threads: dict[str, set[int]] = {"hot": set(), "reader": set()}
-    db = spool.db
-    read_hot, read = db.read_hot, db.read
-
-    def noting(kind, reader):
-        async def call(fn):
-            def on(conn):
-                threads[kind].add(threading.get_ident())
-                return fn(conn)
-            return await reader(on)
-        return call
-
-    async def scenario():
-        await spool.enqueue(small, big)
-        db.read_hot, db.read = noting("hot", read_hot), noting("reader", read)
-        loaded = [await spool.load("Q1")]
-        loop_only = set(threads["reader"])
-        loaded.append(await spool.load("Q2"))
-        return loaded, loop_only
-    (small_loaded, big_loaded), loop_only = run(scenario())
-    assert small_loaded == small and big_loaded == big
-    assert loop_only == set() and threads["hot"] == {threading.get_ident()}
-    assert threads["reader"] and threading.get_ident() not in threads["reader"]
-
-
 def test_load_of_an_unknown_id(spool):
     """Loading an id that is not in the spool gives None."""
     assert run(spool.load("nope")) is None
