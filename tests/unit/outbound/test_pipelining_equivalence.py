@@ -10,6 +10,7 @@ answers must be the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import time
@@ -178,6 +179,15 @@ def _route(provider: Provider, client_tls: ssl.SSLContext | None = None, **timeo
     return SmtpRoute("provider", config, "relay.test", tls_context=client_tls)
 
 
+@contextlib.contextmanager
+def _tls_provider(answer, tls: str, tls_pair):
+    """A provider answering with `answer` over `tls` ("none", "starttls", "implicit"), and a
+    route to it that trusts its certificate: (provider, route)."""
+    server, client = tls_pair
+    with Provider(answer, tls=tls, context=server) as provider:
+        yield provider, _route(provider, client if tls != "none" else None)
+
+
 def _run(coro_fn, loop: str = "asyncio"):
     with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         return runner.run(coro_fn())
@@ -307,9 +317,7 @@ def test_over_tls_the_session_carries_on_after_each_transaction(tls_pair, tls, l
     three transactions, one connection."""
     def answer(session, verb, arg):
         return "550 5.1.1 no" if verb == "RCPT" and "bad@" in arg else None
-    server, client = tls_pair
-    with Provider(answer, tls=tls, context=server) as provider:
-        route = _route(provider, client)
+    with _tls_provider(answer, tls, tls_pair) as (provider, route):
 
         async def use(session):
             return [await _answers(session, rcpts)
@@ -353,9 +361,7 @@ def test_a_connection_lost_mid_transaction_then_the_next_message(tls_pair, tls, 
     provider's disconnect was reported as "AttributeError". `pipelining._abort` closes once."""
     def answer(session, verb, arg):
         return Close() if verb == "." and session.number == 0 else None
-    server, client = tls_pair
-    with Provider(answer, tls=tls, context=server) as provider:
-        route = _route(provider, client if tls != "none" else None)
+    with _tls_provider(answer, tls, tls_pair) as (provider, route):
 
         async def use(session):
             with pytest.raises(RouteUnavailable) as info:
@@ -374,9 +380,7 @@ def test_cancelled_mid_transaction_closes_the_connection_and_the_next_send_recon
     send on the same session object gets a new connection."""
     def answer(session, verb, arg):
         return Silent() if verb == "." and session.number == 0 else None
-    server, client = tls_pair
-    with Provider(answer, tls=tls, context=server) as provider:
-        route = _route(provider, client if tls != "none" else None)
+    with _tls_provider(answer, tls, tls_pair) as (provider, route):
 
         async def use(session):
             task = asyncio.create_task(_answers(session))
