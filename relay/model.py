@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import enum
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -67,9 +68,37 @@ class QueuedMessage:
 _CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
+class _Unpredictable:
+    """Random bytes from the system, 4 KB a system call: a system call each message let the
+    event loop's thread give up the GIL and wait to take it back (3% of the listener's
+    samples). A forked child starts with none of its parent's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._at + n > len(self._pool):
+                self._pool, self._at = os.urandom(4096), 0
+            self._at += n
+            return self._pool[self._at - n:self._at]
+
+
+_unpredictable = _Unpredictable()
+
+
 def new_queue_id(now: float | None = None) -> str:
     """A short, time-ordered, unique id: 48 bits of milliseconds and 32 random bits, as 16
-    Crockford base32 characters."""
+    Crockford base32 characters. The random bits are the system's, never a PRNG's: a message
+    relay did not send to you is one whose id you cannot name (untrusted feedback counts only
+    for a Message-ID relay gave, and `<id@domain>` is the one it adds)."""
     millis = int((now if now is not None else time.time()) * 1000)
-    raw = millis.to_bytes(6, "big") + os.urandom(4)
+    raw = millis.to_bytes(6, "big") + _unpredictable.take(4)
     return base64.b32encode(raw).translate(_CROCKFORD).decode()

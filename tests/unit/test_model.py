@@ -1,6 +1,8 @@
 """relay.model: principals' sender rights, queued messages, queue ids."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from relay.model import (FINAL_STATES, Principal, QueuedMessage, Recipient, RecipientState,
@@ -49,6 +51,24 @@ def test_queue_ids_are_unique():
     """Ids made in the same millisecond still differ."""
     ids = {new_queue_id(1_700_000_000.0) for _ in range(5000)}
     assert len(ids) == 5000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    """The random bits are drawn 4 KB at a time: a child forked with some left over must not
+    hand out the ids its parent will."""
+    new_queue_id(1.0)                                   # the parent has bytes left over
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:                                      # never back into pytest
+        try:
+            os.write(write, "".join(new_queue_id(1.0) for _ in range(8)).encode())
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 4096).decode()
+    os.close(read), os.close(write)
+    ours = "".join(new_queue_id(1.0) for _ in range(8))
+    assert len(theirs) == len(ours) == 8 * 16 and theirs != ours
 
 
 def test_queue_ids_sort_by_time():
