@@ -6,7 +6,8 @@ fsync instead of paying one each, and a write is durable (`synchronous=FULL`: th
 fsynced) when its future resolves. One failing write never takes the others down: the
 batch is rolled back and run again with a savepoint around each write. Reads run on a small
 pool of reader threads; WAL lets them proceed during writes. A point read of hot rows (the
-suppression lookup at each RCPT) runs on the event loop's own connection instead (`read_hot`):
+suppression lookup at an RCPT that the listener's copy of the list cannot answer,
+`relay/state/suppression_filter.py`) runs on the event loop's own connection instead (`read_hot`):
 ~5 us, where a hop to a reader thread and back cost ~200 us of CPU on an idle loop and, under
 load, a wake-up of the loop's thread each time. Writes commit in the order they were
 submitted: a write submitted before another is durable when the other is.
@@ -40,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from relay.spool import changes
+
 log = logging.getLogger("relay.spool")
 T = TypeVar("T")
 
@@ -58,6 +61,7 @@ def connect(path: Path, busy_ms: int = 30000) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     conn.execute("PRAGMA secure_delete=FAST")
+    changes.register(conn, path)
     return conn
 
 

@@ -26,6 +26,7 @@ from relay.spool.db import Database
 from relay.state import (DMARC_RETENTION, DomainStatus, FeedbackResult, Outcome, new_reservation,
                          tables)
 from relay.state import status, suppressions
+from relay.state.suppression_filter import SuppressionFilter
 from relay.state.suppressions import Entry, SuppressionReason
 from relay.watch.aggregate import AggregateReport
 
@@ -49,6 +50,7 @@ class SqliteState:
         self._governor: Governor | None = None
         self._applied: OrderedDict[str, None] = OrderedDict()     # outcomes ended in memory
         self._campaigns: CampaignCounter | None = None
+        self._suppressed = SuppressionFilter(db)
 
     def reconfigure(self, config: Config) -> None:
         """The next decisions follow `config` (a reload keeps the counters and windows)."""
@@ -58,6 +60,8 @@ class SqliteState:
 
     # --- acceptance ---------------------------------------------------------------------
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
+        if self._suppressed.clear(recipient, domain):       # nearly always: no read
+            return None
         return await self.db.read_hot(lambda conn: suppressions.lookup(conn, recipient, domain))
 
     async def campaign_total(self, domain: str, campaign: str, recipients: int) -> int:
@@ -163,6 +167,7 @@ class SqliteState:
 
     async def close(self) -> None:
         """Save the rate windows, so the next delivery process starts from them."""
+        await self._suppressed.close()
         if self._governor is not None:
             windows = self._governor.export_windows()
             await self.db.write(lambda conn: tables.save_windows(conn, windows))

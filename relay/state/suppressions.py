@@ -8,12 +8,16 @@ complaints for a pair already suppressed change nothing, so `since` is when mail
 Addresses and domains are stored lower-cased and compared that way.
 
 These functions run on the caller's connection and inside the caller's transaction, like
-`relay.state.sqlite`, so a suppression can commit together with what caused it.
+`relay.state.sqlite`, so a suppression can commit together with what caused it. Every change
+to the table moves its change counter (triggers, `relay/spool/changes.py`), which tells the
+listener's copy of the list in memory (`suppression_filter.py`) that it must be made again.
 """
 from __future__ import annotations
 
 import enum
 import sqlite3
+
+from relay.spool import changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suppressions (
@@ -24,7 +28,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (recipient, domain)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS suppressions_by_domain ON suppressions (domain);
-"""
+""" + changes.triggers("suppressions")     # the listener's copy (`suppression_filter.py`)
 
 
 class SuppressionReason(enum.StrEnum):
@@ -46,21 +50,21 @@ def suppress(conn: sqlite3.Connection, recipient: str, domain: str,
     cursor = conn.execute(
         "INSERT INTO suppressions (recipient, domain, reason, since) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (recipient, domain) DO NOTHING",
-        (_norm(recipient), _norm(domain), reason.value, now))
+        (normalized(recipient), normalized(domain), reason.value, now))
     return cursor.rowcount > 0
 
 
 def lookup(conn: sqlite3.Connection, recipient: str, domain: str) -> SuppressionReason | None:
     """Why `recipient` is suppressed for `domain`, or None if mail may go."""
     row = conn.execute("SELECT reason FROM suppressions WHERE recipient = ? AND domain = ?",
-                       (_norm(recipient), _norm(domain))).fetchone()
+                       (normalized(recipient), normalized(domain))).fetchone()
     return SuppressionReason(row[0]) if row else None
 
 
 def remove(conn: sqlite3.Connection, recipient: str, domain: str) -> bool:
     """Lift a suppression; True if there was one."""
     return conn.execute("DELETE FROM suppressions WHERE recipient = ? AND domain = ?",
-                        (_norm(recipient), _norm(domain))).rowcount > 0
+                        (normalized(recipient), normalized(domain))).rowcount > 0
 
 
 def entries(conn: sqlite3.Connection, domain: str | None = None) -> list[Entry]:
@@ -68,7 +72,7 @@ def entries(conn: sqlite3.Connection, domain: str | None = None) -> list[Entry]:
     query = "SELECT recipient, domain, reason, since FROM suppressions"
     params: tuple[str, ...] = ()
     if domain is not None:
-        query, params = query + " WHERE domain = ?", (_norm(domain),)
+        query, params = query + " WHERE domain = ?", (normalized(domain),)
     rows = conn.execute(query + " ORDER BY domain, recipient", params)
     return [(recipient, d, SuppressionReason(reason), since) for recipient, d, reason, since in rows]
 
@@ -78,5 +82,6 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT reason, COUNT(*) FROM suppressions GROUP BY reason"))
 
 
-def _norm(value: str) -> str:
+def normalized(value: str) -> str:
+    """An address or domain as stored and compared: stripped, lower case."""
     return value.strip().lower()

@@ -190,6 +190,14 @@ async def ramp(state: State, domain: str = "acme.fr") -> RampStatus:
     return only
 
 
+async def copied(state: State) -> None:
+    """Let a state that answers lookups from a copy in memory (SQLite: the listener's copy of
+    the list, `suppression_filter.py`) finish making it; others have nothing to finish."""
+    copying = getattr(state, "_suppressed", None)
+    if copying is not None:
+        await copying.copy()
+
+
 # --- a new state ------------------------------------------------------------------------
 
 def test_a_new_state_knows_nothing(state_factory):
@@ -581,6 +589,31 @@ def test_suppressions_are_kept_per_recipient_and_domain_whatever_the_case(state_
         assert await state.unsuppress("A@x.net", "acme.FR") is True
         assert await state.unsuppress("a@x.net", "acme.fr") is False
         assert await state.suppression("a@x.net", "acme.fr") is None
+    asyncio.run(scenario())
+
+
+def test_a_change_made_by_another_process_counts_at_the_next_lookup(state_factory):
+    """The listener answers lookups from memory where it can: a suppression or its removal
+    made by another process (a bounce in the delivery process, the CLI) counts at the very
+    next RCPT TO, before and after the listener has copied the list."""
+    listener = state_factory()
+    elsewhere = state_factory.another_process()
+
+    async def scenario():
+        await elsewhere.suppress("old@x.net", "acme.fr", SuppressionReason.MANUAL)
+        assert await listener.suppression("new@x.net", "acme.fr") is None
+        await copied(listener)
+        assert await listener.suppression("old@X.net", "acme.fr") is SuppressionReason.MANUAL
+        assert await listener.suppression("new@x.net", "acme.fr") is None
+        await elsewhere.suppress("new@x.net", "acme.fr", SuppressionReason.HARD_BOUNCE)
+        assert await listener.suppression("new@x.net", "acme.fr") is SuppressionReason.HARD_BOUNCE
+        await copied(listener)
+        assert await listener.suppression("NEW@x.net ", "acme.fr") is SuppressionReason.HARD_BOUNCE
+        assert await elsewhere.unsuppress("old@x.net", "acme.fr") is True
+        assert await listener.suppression("old@x.net", "acme.fr") is None
+        await copied(listener)
+        assert await listener.suppression("old@x.net", "acme.fr") is None
+        assert await listener.suppression("new@x.net", "acme.fr") is SuppressionReason.HARD_BOUNCE
     asyncio.run(scenario())
 
 

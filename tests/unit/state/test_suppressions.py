@@ -1,17 +1,16 @@
 """relay.state.suppressions: the per-sender-domain suppression list in the spool database."""
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
+from relay.spool.db import connect
 from relay.state import suppressions
 from relay.state.suppressions import SuppressionReason
 
 
 @pytest.fixture
 def conn(tmp_path):
-    conn = sqlite3.connect(tmp_path / "spool.db", isolation_level=None)
+    conn = connect(tmp_path / "spool.db")
     conn.executescript(suppressions.SCHEMA)
     yield conn
     conn.close()
@@ -89,7 +88,7 @@ def test_suppressions_survive_reopening_the_database(tmp_path, conn):
     """Written to the database file, not held in memory."""
     suppressions.suppress(conn, "a@x.net", "acme.fr", SuppressionReason.UNSUBSCRIBED, 5.0)
     conn.close()
-    reopened = sqlite3.connect(tmp_path / "spool.db")
+    reopened = connect(tmp_path / "spool.db")
     reopened.executescript(suppressions.SCHEMA)    # applying the schema again is harmless
     assert suppressions.lookup(reopened, "a@x.net", "acme.fr") is SuppressionReason.UNSUBSCRIBED
     reopened.close()
