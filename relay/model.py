@@ -94,11 +94,16 @@ class _Unpredictable:
 _unpredictable = _Unpredictable()
 
 
+def unpredictable(n: int) -> bytes:
+    """`n` random bytes from the system, without a system call each time."""
+    return _unpredictable.take(n)
+
+
 def new_queue_id(now: float | None = None) -> str:
     """A short, time-ordered, unique id: 48 bits of milliseconds and 32 random bits, as 16
     Crockford base32 characters. The random bits are the system's, never a PRNG's: a message
     relay did not send to you is one whose id you cannot name (untrusted feedback counts only
     for a Message-ID relay gave, and `<id@domain>` is the one it adds)."""
     millis = int((now if now is not None else time.time()) * 1000)
-    raw = millis.to_bytes(6, "big") + _unpredictable.take(4)
+    raw = millis.to_bytes(6, "big") + unpredictable(4)
     return base64.b32encode(raw).translate(_CROCKFORD).decode()

@@ -17,7 +17,6 @@ implementation to:
 """
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Awaitable, Protocol
 
@@ -25,6 +24,7 @@ from relay.clock import DAY
 from relay.feedback.events import FeedbackEvent
 from relay.governor.governor import Grant
 from relay.governor.reputation import Rates
+from relay.model import unpredictable
 from relay.state.suppressions import Entry, SuppressionReason
 from relay.watch.aggregate import AggregateReport
 
@@ -34,7 +34,7 @@ DMARC_RETENTION = 180 * DAY   # reports whose period ended longer ago are forgot
 def new_reservation(ticket: str | None) -> str:
     """A grant's name, unique to it (its message's id, and a token: after a crash the same
     message comes again), which its outcome carries as its key."""
-    return f"{ticket or '-'}:{secrets.token_hex(6)}"
+    return f"{ticket or '-'}:{unpredictable(6).hex()}"
 
 
 class StateError(Exception):
