@@ -44,8 +44,8 @@ def _key(recipient: str, domain: str) -> int:
     return hash((normalized(recipient), normalized(domain)))
 
 
-def _copy(counter: changes.Counter, conn: sqlite3.Connection,
-          monotonic: Callable[[], float]) -> tuple[int, array, float]:
+def _read_copy(counter: changes.Counter, conn: sqlite3.Connection,
+               monotonic: Callable[[], float]) -> tuple[int, array, float]:
     """(the count the copy holds every change up to, the sorted hashes, seconds it took
     once the write lock was free)."""
     seen = counter.value()
@@ -86,8 +86,9 @@ class SuppressionFilter:
     def copying(self) -> bool:
         return self._copying is not None
 
-    def _start_copy(self) -> asyncio.Task:
-        if self._copying is None and not self._closed:
+    def _start_copy(self) -> asyncio.Task | None:
+        # where a count read may be torn (`changes.Counter.whole`), no copy is ever trusted
+        if self._copying is None and not self._closed and changes.Counter.whole:
             self._copying = asyncio.get_running_loop().create_task(self._copy())
         return self._copying
 
@@ -100,14 +101,13 @@ class SuppressionFilter:
     async def _copy(self) -> None:
         try:
             seen, hashes, took = await self.db.read(
-                lambda conn: _copy(self._counter, conn, self.monotonic))
+                lambda conn: _read_copy(self._counter, conn, self.monotonic))
         except Exception as exc:                # the list stays read from the database
             log.warning("the suppression list could not be copied to memory (%s); "
                         "RCPT TO reads it from the database", exc)
             self._next_copy = self.monotonic() + RETRY_AFTER
         else:
-            if changes.Counter.whole:           # else a count read may be torn: never trusted
-                self._seen, self._hashes = seen, hashes
+            self._seen, self._hashes = seen, hashes
             self._next_copy = self.monotonic() + RELOAD_SHARE * took
         finally:
             self._copying = None
