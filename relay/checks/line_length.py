@@ -26,9 +26,19 @@ _PLAIN = ("", "7bit", "8bit", "binary")
 
 
 def too_long(body: bytes) -> bool:
-    # split and measure: ~0.1 ms for 100 KB (a regex for 999 non-newlines backtracks at
-    # every position: 14 ms for the same body, over 100 ms for one with long-ish lines)
-    return len(body) > LIMIT and max(map(len, body.split(b"\r\n"))) > LIMIT
+    """Whether a line (between CRLFs) is over `LIMIT`. From the start of a line, its CRLF,
+    if it is short enough, is in the next LIMIT + 2 bytes: the last CRLF there is where the
+    next search starts, one C-level `rfind` a kilobyte. 23 us for 100 KB of 76-character
+    lines, where splitting into lines and measuring them took 137 us (a regex for 999
+    characters without a line end backtracks at every position: 14 ms)."""
+    end = len(body)
+    start = 0
+    while end - start > LIMIT:
+        crlf = body.rfind(b"\r\n", start, start + LIMIT + 2)
+        if crlf < 0:
+            return True
+        start = crlf + 2
+    return False
 
 
 def shorten(parsed: Parsed) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import quopri
+import random
 
 from relay.checks import content, line_length
 
@@ -14,6 +15,29 @@ LONG = "<p>" + "x" * 2000 + "</p>"
 
 def longest(body: bytes) -> int:
     return max(len(line) for line in body.split(b"\r\n"))
+
+
+def test_too_long_finds_exactly_the_lines_over_998_characters():
+    """Against the plain definition (split at CRLF, measure), on bodies built around the
+    limit: lines of 998, 999 and 1,000, a last line without CRLF, bare CR and LF (part of
+    a line: only CRLF ends one), and bodies of fewer than 998 bytes."""
+    rng = random.Random(5321)
+    pieces = [0, 1, 76, 997, 998, 999, 1000, 1997]
+    for _ in range(3000):
+        lines = []
+        for _ in range(rng.randint(0, 6)):
+            line = bytearray(b"x" * rng.choice(pieces))
+            for _ in range(rng.randint(0, 2)):
+                if line:
+                    line[rng.randrange(len(line))] = rng.choice(b"\r\n")
+            lines.append(bytes(line))
+        body = b"\r\n".join(lines) + rng.choice([b"", b"\r\n", b"\r", b"\n"])
+        expected = len(body) > line_length.LIMIT and longest(body) > line_length.LIMIT
+        assert line_length.too_long(body) is expected, [len(line) for line in lines]
+    assert not line_length.too_long(b"x" * 998 + b"\r\n" + b"y" * 998)
+    assert line_length.too_long(b"x" * 998 + b"\r\n" + b"y" * 999)
+    assert line_length.too_long(b"x" * 999 + b"\r\n")
+    assert not line_length.too_long(b"\r\n" * 2000)
 
 
 def test_a_single_part_message_is_re_encoded_and_says_so():
