@@ -36,7 +36,7 @@ from relay.state.batch import Batch
 from relay.state.outbox import Outbox
 from relay.state.redis_scripts import (DMARC_SCRIPT, PAUSE_SCRIPT, REFILL_SCRIPT, DomainFeedback,
                                       Refill, Scripts, prefix)
-from relay.state.suppressions import Entry, SuppressionReason
+from relay.state.suppressions import Entry, SuppressionReason, normalized
 from relay.watch.aggregate import AggregateReport
 
 log = logging.getLogger("relay.state")
@@ -132,7 +132,7 @@ class RedisState:
     async def suppression(self, recipient: str, domain: str) -> SuppressionReason | None:
         """Read through; with Redis unreachable, the suppressions this node has seen are
         still refused (the rest is accepted: mail waits in the spool, never lost)."""
-        key = (_norm(recipient), _norm(domain))
+        key = (normalized(recipient), normalized(domain))
         if self._down():
             return self._seen.get(key)
         try:
@@ -207,9 +207,9 @@ class RedisState:
             events = [FeedbackEvent(**dict(e, kind=FeedbackKind(e["kind"]))) for e in body["events"]]
             return await self._record_feedback(events, body["trusted"])
         if kind == "suppress":
-            added = await self.client.hsetnx(_supp(body["domain"]), _norm(body["recipient"]),
+            added = await self.client.hsetnx(_supp(body["domain"]), normalized(body["recipient"]),
                                              f"{body['reason']}|{body['at']!r}")
-            await self.client.sadd(DOMAINS, _norm(body["domain"]))
+            await self.client.sadd(DOMAINS, normalized(body["domain"]))
             return bool(added)
         raise ValueError(f"unknown outbox entry {kind!r}")
 
@@ -369,7 +369,7 @@ class RedisState:
     @_answers
     async def absorb(self, domain: str, refill: Refill) -> None:
         """Add what `refill` holds to the domain's keys (`relay fleet import`, migrate.py)."""
-        domain = _norm(domain)
+        domain = normalized(domain)
         await self._refill(keys=[prefix(domain)], args=refill.args(self.clock.now(), self.config))
         await self.client.sadd(DOMAINS, domain)
         if any(field in ("op_reason", "policy_scope") for field, _ in refill.pause):
@@ -441,14 +441,14 @@ class RedisState:
     # --- the operator -------------------------------------------------------------------
     @_answers
     async def pause(self, domain: str, reason: str) -> None:
-        domain = _norm(domain)
+        domain = normalized(domain)
         await self._pause_op(domain, "pause", reason)
         await self.client.sadd(PAUSED, domain)
         await self.client.sadd(DOMAINS, domain)
 
     @_answers
     async def resume(self, domain: str) -> bool:
-        domain = _norm(domain)
+        domain = normalized(domain)
         lifted = await self._pause_op(domain, "resume", "")
         await self.client.srem(PAUSED, domain)
         return bool(lifted)
@@ -467,17 +467,17 @@ class RedisState:
                                                   "reason": reason.value,
                                                   "at": self.clock.now()})
         if added is LATER:
-            self._remember((_norm(recipient), _norm(domain)), reason)
+            self._remember((normalized(recipient), normalized(domain)), reason)
             return True
         return bool(added)
 
     @_answers
     async def unsuppress(self, recipient: str, domain: str) -> bool:
-        return bool(await self.client.hdel(_supp(domain), _norm(recipient)))
+        return bool(await self.client.hdel(_supp(domain), normalized(recipient)))
 
     @_answers
     async def suppressions(self, domain: str | None = None) -> list[Entry]:
-        domains = [_norm(domain)] if domain else sorted(await self.domains())
+        domains = [normalized(domain)] if domain else sorted(await self.domains())
         out = []
         for d in domains:
             for recipient, value in sorted((await self.client.hgetall(_supp(d))).items()):
@@ -495,7 +495,7 @@ class RedisState:
     @_answers
     async def rates(self, domain: str) -> Rates:
         now, window = self.clock.now(), self.config.reputation.window
-        p = prefix(_norm(domain))
+        p = prefix(normalized(domain))
         days = list(range(day_of(now - window), day_of(now) + 1))
         sent = await self.client.hmget(p + ":voltotal", days)
         complaints = await self.client.zcount(p + ":fb:complained", repr(now - window), "+inf")
@@ -508,7 +508,7 @@ class RedisState:
 
     @_answers
     async def domain_status(self, domain: str) -> DomainStatus:
-        domain = _norm(domain)
+        domain = normalized(domain)
         p, now = prefix(domain), self.clock.now()
         first = {ramp(domain, k.decode()): float(v)
                  for k, v in (await self.client.hgetall(p + ":first")).items()}
@@ -550,7 +550,7 @@ class RedisState:
     @_answers
     async def record_dmarc_report(self, report: AggregateReport) -> bool:
         """No outbox: with Redis unreachable, StateError (the sender retries on our 451)."""
-        domain = _norm(report.domain)
+        domain = normalized(report.domain)
         await self.client.sadd(DMARC_DOMAINS, domain)
         return bool(await self._dmarc(keys=[prefix(domain)], args=[
             repr(self.clock.now()), DMARC_RETENTION, _report_key(report), repr(report.end),
@@ -558,7 +558,7 @@ class RedisState:
 
     @_answers
     async def dmarc_reports(self, domain: str, since: float) -> list[AggregateReport]:
-        p = prefix(_norm(domain))
+        p = prefix(normalized(domain))
         keys = await self.client.zrangebyscore(p + ":dmarc:end", since, "+inf")
         bodies = await self.client.hmget(p + ":dmarc", keys) if keys else []
         reports = [AggregateReport.from_json(b) for b in bodies if b is not None]   # None:
@@ -641,12 +641,8 @@ def _fmt(x: float) -> str:
     return f"{x:.17g}"
 
 
-def _norm(value: str) -> str:
-    return value.strip().lower()
-
-
 def _supp(domain: str) -> str:
-    return prefix(_norm(domain)) + ":supp"
+    return prefix(normalized(domain)) + ":supp"
 
 
 def _campaign(domain: str, campaign: str) -> str:
