@@ -166,3 +166,64 @@ def test_where_a_count_may_be_read_torn_no_copy_is_made(db, monkeypatch):
         await copy.copy()
         return answers + (copy.clear("a@x.net", "acme.fr"),)
     assert asyncio.run(scenario()) == (False, False, False)
+
+
+_WRITER = """
+import random, sys, time
+from pathlib import Path
+from relay.spool.db import connect
+from relay.state import suppressions
+random.seed(7)
+conn = connect(Path(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    conn.execute("BEGIN IMMEDIATE")
+    suppressions.suppress(conn, f"r{i}@x.net", "acme.fr", "manual", 1.0)
+    time.sleep(random.random() * 0.002)     # counted, not yet committed: copies meet it
+    conn.execute("COMMIT")
+    print(i, flush=True)
+    time.sleep(random.random() * 0.005)     # and a moment with nothing changing
+"""
+
+
+def test_no_lookup_finds_clear_a_pair_suppressed_before_it_while_copies_race_the_writer(db):
+    """The promise, under contention: another process suppresses recipient after recipient,
+    each in a transaction that holds its counted change a moment before committing, and says
+    so when each commit has returned; meanwhile this process copies the list again and again.
+    Every lookup of a recipient already suppressed must go to the database (never "clear"),
+    whatever the copy was doing; lookups of other recipients show copies were in use."""
+    copy = SuppressionFilter(db)
+    count = 400
+
+    async def scenario():
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WRITER, str(db.path), str(count),
+            stdout=asyncio.subprocess.PIPE)
+        done = asyncio.Event()
+
+        async def copy_again_and_again():
+            while not done.is_set():
+                await copy.copy()
+                await asyncio.sleep(0)
+
+        copier = asyncio.create_task(copy_again_and_again())
+        cleared, others_clear, suppressed = [], 0, 0
+        try:
+            while line := await asyncio.wait_for(writer.stdout.readline(), 60):
+                suppressed = int(line) + 1
+                for fresh in (False, True):         # at once; then with a copy just made
+                    if fresh:
+                        await copy.copy()
+                    for i in {suppressed - 1, suppressed // 2, 0}:
+                        if copy.clear(f"r{i}@x.net", "acme.fr"):
+                            cleared.append(i)
+                    others_clear += copy.clear(f"other{suppressed}@x.net", "acme.fr")
+        finally:
+            done.set()
+            await copier
+            await writer.wait()
+        return cleared, others_clear, suppressed
+
+    cleared, others_clear, suppressed = asyncio.run(scenario())
+    assert suppressed == count
+    assert cleared == []
+    assert others_clear > 0, "no copy was ever current: the race was not run"
