@@ -9,6 +9,9 @@ sessions, 20 by default, one message each) and forwards them to smtp-sink; the u
 (the listener, the delivery process, the lint process) is read from /proc before and after,
 and divided by the message count (and its system share, `sys`: system calls and wake-ups). Prints one line per run, the medians, and a JSON line.
 With `--lint-off`, a second relay with `content.mode: off` runs interleaved: the lint's CPU.
+With `--frontend-probe`, another relay whose plain listeners are served by the probe in
+bench/frontend_probe/ (a bare asyncio.Protocol calling the same acceptance steps, in place of
+aiosmtpd) runs interleaved: what replacing aiosmtpd could give, at most.
 """
 from __future__ import annotations
 
@@ -98,11 +101,16 @@ def bench_sink(prefix: str):
 def main(argv=None) -> int:
     ap = load_arguments(__doc__, runs=3)
     ap.add_argument("--lint-off", action="store_true")
+    ap.add_argument("--frontend-probe", action="store_true")
     args = ap.parse_args(argv)
     work, key, up, sink = bench_sink("relay-cpu-")
     peers = {"relay": RelayPeer(up, work / "relay", key)}
     if args.lint_off:
         peers["lint-off"] = RelayPeer(up, work / "lint-off", key, extra="content: {mode: off}")
+    if args.frontend_probe:
+        probe = Path(__file__).resolve().parent / "frontend_probe"
+        peers["probe"] = RelayPeer(up, work / "probe", key,
+                                   env={"PYTHONPATH": str(probe), "RELAY_FRONTEND_PROBE": "1"})
     results: dict[str, list[dict[str, float]]] = {name: [] for name in peers}
     try:
         for peer in peers.values():

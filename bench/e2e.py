@@ -52,8 +52,10 @@ class RelayPeer:
     """`relay serve` on a trusted loopback listener, forwarding to `upstream_port`."""
 
     def __init__(self, upstream_port: int, workdir: Path, key: Path,
-                 limits: str = "{bulk: {recipients_threshold: 100000000}}", extra: str = "") -> None:
+                 limits: str = "{bulk: {recipients_threshold: 100000000}}", extra: str = "",
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.env = env or {}                # more environment for `relay serve`
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "relay.yaml"
@@ -78,7 +80,7 @@ routes:
 
     def __enter__(self) -> "RelayPeer":
         relay = Path(sys.executable).parent / "relay"
-        env = dict(os.environ, **dict([RELAY_MARK.split("=")]))
+        env = dict(os.environ, **dict([RELAY_MARK.split("=")]), **self.env)
         with open(self.workdir / "relay.log", "ab") as out:
             self.proc = subprocess.Popen([str(relay), "serve", "-c", str(self.config)],
                                          stdout=out, stderr=out, env=env, start_new_session=True)
