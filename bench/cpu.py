@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import DOMAIN, RelayPeer  # noqa: E402
+from e2e import DOMAIN, FRONTEND_PROBE, RelayPeer  # noqa: E402
 from loadgen import free_port, measure, start_sink  # noqa: E402
 from postfix_bench import gen_rsa_key  # noqa: E402
 
@@ -108,9 +108,7 @@ def main(argv=None) -> int:
     if args.lint_off:
         peers["lint-off"] = RelayPeer(up, work / "lint-off", key, extra="content: {mode: off}")
     if args.frontend_probe:
-        probe = Path(__file__).resolve().parent / "frontend_probe"
-        peers["probe"] = RelayPeer(up, work / "probe", key,
-                                   env={"PYTHONPATH": str(probe), "RELAY_FRONTEND_PROBE": "1"})
+        peers["probe"] = RelayPeer(up, work / "probe", key, env=FRONTEND_PROBE)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in peers}
     try:
         for peer in peers.values():

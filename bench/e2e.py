@@ -10,7 +10,9 @@ the sink. The peers:
 - relay: `relay serve` with a trusted `tls: none` listener on loopback, one RSA-2048 DKIM
   key, the durable SQLite spool, and a route to the sink (tls: none, 8 connections); the
   deliverability lint on, as by default (`content.mode: warn`); with `--lint-off`, a second
-  relay with `content.mode: off` is measured in the same runs: the lint's cost;
+  relay with `content.mode: off` is measured in the same runs: the lint's cost; with
+  `--frontend-probe`, a relay whose SMTP sessions are bench/frontend_probe's bare
+  asyncio.Protocol instead of aiosmtpd (a probe: what replacing aiosmtpd could give);
 - postfix: Postfix + OpenDKIM (milter, relaxed/relaxed, RSA-2048) relaying to the same sink
   (bench/postfix_peer.py).
 
@@ -42,6 +44,9 @@ from postfix_peer import PostfixPeer  # noqa: E402
 
 DOMAIN, SELECTOR = "bench.example", "bench"
 RELAY_MARK = "RELAY_BENCH_PEER=1"
+# bench/frontend_probe: relay's plain listeners served without aiosmtpd (a measurement probe)
+FRONTEND_PROBE = {"PYTHONPATH": str(Path(__file__).resolve().parent / "frontend_probe"),
+                  "RELAY_FRONTEND_PROBE": "1"}
 
 
 def log(*a) -> None:
@@ -142,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lint-off", action="store_true",
                     help="also measure a relay with content.mode: off, in the same runs: the "
                          "cost of the deliverability lint (on by default, mode warn)")
+    ap.add_argument("--frontend-probe", action="store_true",
+                    help="also measure a relay whose SMTP sessions are bench/frontend_probe's "
+                         "(no aiosmtpd), in the same runs")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         log("bench/e2e.py must run as root (Postfix's master); see bench/setup_debian.sh")
@@ -173,6 +181,10 @@ def main(argv=None) -> int:
                 quiet = more.enter_context(RelayPeer(up, work / "relay-lint-off", key,
                                                      extra="content: {mode: off}"))
                 peers["relay-lint-off"] = (quiet.port, quiet.wait_empty)
+            if args.frontend_probe:
+                probe = more.enter_context(RelayPeer(up, work / "relay-probe", key,
+                                                     env=FRONTEND_PROBE))
+                peers["relay-probe"] = (probe.port, probe.wait_empty)
             for size in sizes:
                 count = args.messages if size <= 20000 else max(args.messages // 2, 200)
                 kw = dict(sessions=args.sessions, sender=f"bench@{DOMAIN}", own_env=own)
@@ -196,6 +208,10 @@ def main(argv=None) -> int:
                                  "ratio": round(med["relay"] / med["postfix"], 2)}
                 log(f"size {size}: relay median {med['relay']:.1f} msg/s, postfix median "
                     f"{med['postfix']:.1f} msg/s, ratio {summary[size]['ratio']:.2f}")
+                if args.frontend_probe:
+                    ratio = summary[size]["probe_ratio"] = round(med["relay-probe"] / med["postfix"], 2)
+                    log(f"size {size}: relay with the frontend probe {med['relay-probe']:.1f} "
+                        f"msg/s, ratio {ratio:.2f}")
                 if args.lint_off:
                     cost = summary[size]["lint_cost"] = round(1 - med["relay"] / med["relay-lint-off"], 3)
                     log(f"size {size}: relay with content.mode off {med['relay-lint-off']:.1f} "
