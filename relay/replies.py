@@ -97,6 +97,7 @@ R552_SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum mes
 R250_RESET = Reply(250, "2.0.0", "Reset OK")
 R501_BAD_AUTH_RESPONSE = Reply(501, "5.5.2", "Cannot decode the AUTH response")
 R503_NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+R503_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
 R501_DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA")
 R354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 

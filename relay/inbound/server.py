@@ -8,6 +8,7 @@ stop listening, close idle sessions with 421, and let sessions mid-transaction f
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import ipaddress
 import logging
@@ -19,7 +20,6 @@ import warnings
 from typing import Callable
 
 from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 
 from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
@@ -117,6 +117,9 @@ class RelaySMTP(SMTP):
 
     def __init__(self, handler: Handler, acceptance: Acceptance, listener: Listener,
                  sessions: set, max_size: int, **kwargs) -> None:
+        # aiosmtpd keeps the per-command line limits in a table its class shares and adds
+        # SIZE's and SMTPUTF8's octets to MAIL's at every EHLO: this session's own table
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, **kwargs)
         self._acceptance = acceptance
         self._listener = listener
@@ -127,6 +130,7 @@ class RelaySMTP(SMTP):
         self._closed_once = False
         self._greeted = False           # the 220 greeting has been sent
         self._in_hello = False          # answering HELO/EHLO: no enhanced codes there
+        self._in_data = False           # reading a message's data
         self._continued: list[str] = []
         self._command = "CONNECT"       # what the replies being sent answer (for metrics)
         self._smtp_methods = {name: types.MethodType(call, self)
@@ -172,6 +176,14 @@ class RelaySMTP(SMTP):
             self._state.tls = True
             self._state.helo = ""
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """The idle timeout (`server.timeout`) runs from the last command, and during DATA
+        from the last bytes received: a message still coming is not idle, however long it
+        takes (RFC 5321 §4.5.3.2.5 times each data block, not the whole message)."""
+        if self._in_data:
+            self._reset_timeout()
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
@@ -220,13 +232,16 @@ class RelaySMTP(SMTP):
         while commands the client pipelined are still buffered."""
         return self.transport is None or self.transport.is_closing()
 
+    @syntax("EHLO hostname")                # (HELP reads these marks)
     async def smtp_EHLO(self, hostname: str):
+        self.command_size_limits.clear()    # aiosmtpd adds MAIL's extra octets at each EHLO
         self._in_hello = True
         try:
             await super().smtp_EHLO(hostname)
         finally:
             self._in_hello = False
 
+    @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str):
         self._in_hello = True
         try:
@@ -234,10 +249,21 @@ class RelaySMTP(SMTP):
         finally:
             self._in_hello = False
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207 §4.2: once TLS is on, STARTTLS is no longer offered, nor taken (aiosmtpd
+        would answer 220 and wait for a second handshake inside the first)."""
+        if self.tls_context is not None and self._state.tls:
+            await self.push(str(replies.R503_TLS_ACTIVE))
+            return
+        await super().smtp_STARTTLS(arg)
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing, without the class it defines on every call. An address
         holding bytes that are not UTF-8 (aiosmtpd keeps them as surrogate escapes) is
-        malformed, SMTPUTF8 or not (RFC 6531 §3.3): 553 5.1.3, as no mailbox can have it."""
+        malformed, SMTPUTF8 or not (RFC 6531 §3.3): 553 5.1.3, as no mailbox can have it.
+        So is one the email package's parser fails on in its own way (a lone "<" raises
+        IndexError, "x@[" AttributeError): never an internal error."""
         if not arg:
             return "", ""
         if arg.lstrip().startswith("<>"):                 # the null reverse-path (DSNs)
@@ -249,7 +275,7 @@ class RelaySMTP(SMTP):
             parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
             address, rest = parse(arg)
             address.addr_spec.encode("utf-8")
-        except (HeaderParseError, UnicodeEncodeError):
+        except Exception:               # HeaderParseError, UnicodeEncodeError, and the above
             return None, None
         return address.addr_spec, rest
 
@@ -268,7 +294,11 @@ class RelaySMTP(SMTP):
             await self.push(str(replies.R501_DATA_SYNTAX))
             return
         await self.push(str(replies.R354_START_DATA))
-        data = await self._read_data()
+        self._in_data = True
+        try:
+            data = await self._read_data()
+        finally:
+            self._in_data = False
         if data is None:
             reply = replies.R552_TOO_BIG.format(limit=self._max_size)
             refused(self._state, "DATA", reply, "message too big")

@@ -8,7 +8,7 @@ from email.errors import HeaderParseError
 
 from hypothesis import given, settings, strategies as st
 
-from relay.inbound.server import simple_address
+from relay.inbound.server import RelaySMTP, simple_address
 
 PIECES = st.sampled_from(["a", "b.c", "x-y", "Z9", ".", "..", "@", "<", ">", " ", "\t", "(",
                           ")", '"', "[", "]", "é", "+tag", "1.2.3.4", ":", ",", "SIZE=10",
@@ -36,3 +36,16 @@ def test_common_addresses_take_the_fast_path():
     assert simple_address("<a@b.c> (comment) SIZE=1") is None
     assert simple_address('<"quoted"@b.c>') is None
     assert simple_address("<jos\u00e9@b.c>") is None
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(st.lists(PIECES, max_size=10).map("".join))
+def test_any_argument_reads_as_an_address_or_as_malformed_never_an_error(text):
+    """RelaySMTP._getaddr on whatever a client sends after `MAIL FROM:`, `RCPT TO:` or `VRFY`:
+    an address and the rest, or (None, None), which aiosmtpd answers 553 5.1.3 (or 502 for
+    VRFY). The email package's parser raises IndexError on a lone "<" and AttributeError or
+    UnboundLocalError on some others: never an internal error."""
+    for arg in (text, f"<{text}", f"<{text}>", "<", "x@[", "é@[ "):
+        address, rest = RelaySMTP._getaddr(None, arg)
+        assert (address is None) == (rest is None), arg
+        assert address is None or isinstance(address, str) and isinstance(rest, str), arg
