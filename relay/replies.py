@@ -64,6 +64,7 @@ class Reply:
 # --- connection and session ---------------------------------------------------------
 R421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later", Refusal.ADMISSION)
 R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+R421_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required", Refusal.AUTH)
 R530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first", Refusal.AUTH)
 R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authentication", Refusal.AUTH)

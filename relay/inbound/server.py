@@ -335,12 +335,17 @@ class RelaySMTP(SMTP):
     def in_transaction(self) -> bool:
         return bool(self.envelope and self.envelope.mail_from)
 
-    def shut(self) -> None:
-        """Close this session now with 421 (used when draining)."""
+    def shut(self, reply: Reply = replies.R421_SHUTTING_DOWN) -> None:
+        """Close this session now with `reply` (a 421: when draining, or idle too long)."""
         if self.transport is not None and not self.transport.is_closing():
-            metrics.SMTP_REPLIES.labels(self._command, str(replies.R421_SHUTTING_DOWN.code)).inc()
-            self.transport.write(f"{replies.R421_SHUTTING_DOWN}\r\n".encode())
+            metrics.SMTP_REPLIES.labels(self._command, str(reply.code)).inc()
+            self.transport.write(f"{reply}\r\n".encode())
             self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        """Idle for `server.timeout`: 421 4.4.2, then closed (aiosmtpd closes without a word,
+        and the client is left to guess why; RFC 5321 §3.8 has the server say 421)."""
+        self.shut(replies.R421_TIMEOUT)
 
 
 class Listeners:

@@ -716,11 +716,14 @@ def _closes_within(dialogue: Dialogue, keep_sending: bytes = b"",
     raise AssertionError(f"still open after {deadline}s; relay wrote {received!r}")
 
 
-def test_an_idle_session_is_closed_without_a_reply_after_the_timeout(impatient_relay):
-    # looks wrong (mildly): no "421 4.4.2 ... timeout" before closing (RFC 5321 §4.5.3.2)
+TIMED_OUT = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+
+
+def test_an_idle_session_is_told_421_and_closed_after_the_timeout(impatient_relay):
+    """RFC 5321 §3.8: the server says why it closes (aiosmtpd closed without a word)."""
     with Dialogue(impatient_relay.port("local")) as dialogue:
         elapsed, said = _closes_within(dialogue)
-        assert said == b""
+        assert said == TIMED_OUT
         assert 0.3 < elapsed < 3, elapsed
 
 
@@ -730,7 +733,8 @@ def test_the_timeout_runs_from_the_last_recognised_command_not_the_last_line(imp
         assert dialogue.ask(b"NOOP") == "250 2.0.0 OK"
         elapsed, said = _closes_within(dialogue, keep_sending=CRLF)
         assert 0.3 < elapsed < 3, elapsed
-        lines = said.decode().split("\r\n")
+        assert said.endswith(TIMED_OUT)
+        lines = said[:-len(TIMED_OUT)].decode().split("\r\n")
         assert lines[-1] == "" and set(lines[:-1]) == {"500 5.5.2 Error: bad syntax"}
 
 
@@ -747,7 +751,7 @@ def test_a_message_still_coming_is_not_cut_off_by_the_timeout_a_stalled_one_is(i
             dialogue.send(b"From: billing@acme.fr\r\nSubject: slow\r\n\r\n")
             if stalls:
                 elapsed, said = _closes_within(dialogue)
-                assert said == b"" and 0.3 < elapsed < 3, elapsed
+                assert said == TIMED_OUT and 0.3 < elapsed < 3, elapsed
                 break
             until = time.monotonic() + 1.5
             while time.monotonic() < until:
