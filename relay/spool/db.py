@@ -10,8 +10,8 @@ suppression lookup at an RCPT that the listener's copy of the list cannot answer
 `relay/state/suppression_filter.py`) runs on the event loop's own connection instead (`read_hot`):
 ~5 us on an idle loop, where a hop to a reader thread and back cost ~200 us of CPU and, under
 load, a wake-up of the loop's thread each time (under load the read itself cost 65 us of CPU
-and ~0.4 ms of waiting for the GIL: hence the copy in memory before it). Writes commit in the order they were
-submitted: a write submitted before another is durable when the other is.
+and ~0.4 ms of waiting for the GIL: hence the copy in memory before it). Writes commit in the
+order they were submitted: a write submitted before another is durable when the other is.
 
 The listener and delivery processes each have a writer on the same database, and SQLite lets
 one write at a time. A writer that finds the database locked sleeps in SQLite's busy handler
@@ -232,8 +232,9 @@ class Database:
         """Run `fn`, a point read (an indexed lookup of a row or two), on the event loop's own
         connection: in this thread, blocking it for the read (~5 us with the pages in memory
         and the loop alone; under load ~0.4 ms, SQLite giving up the GIL for each step; pages
-        not in memory are read from the disk here, so only for small, often-read tables). A database busy for `HOT_BUSY_MS` sends the read to the reader threads
-        (`read`). Only from the event loop's thread: the connection is that thread's."""
+        not in memory are read from the disk here, so only for small, often-read tables). A
+        database busy for `HOT_BUSY_MS` sends the read to the reader threads (`read`). Only
+        from the event loop's thread: the connection is that thread's."""
         try:
             if self._hot is None:
                 self._hot = connect(self.path, busy_ms=HOT_BUSY_MS)
